@@ -1,1 +1,18 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod config;
+pub mod consumer;
+mod health;
+mod message;
+mod producer;
+mod topics;
+
+pub use config::KafkaConfig;
+pub use consumer::{
+    ConsumerBuilder, Failure, FailurePolicy, Handler, HandlerError, RetryPolicy, RunningConsumer,
+    StopConsumer,
+};
+pub use health::BrokerCheck;
+pub use message::{Message, header};
+pub use producer::{Delivery, MessageHeaders, Producer};
+pub use topics::{TopicSpec, ensure_topics};

@@ -1,1 +1,14 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+mod app;
+mod database;
+mod discovery;
+mod docker;
+mod eventually;
+mod names;
+
+pub use app::{TestApp, service_env};
+pub use database::TestDatabase;
+pub use discovery::{kafka_bootstrap_servers, postgres_server_url};
+pub use eventually::{eventually, eventually_ok};
+pub use names::unique_name;

@@ -1,0 +1,250 @@
+//! The consumer runtime: a consumer group member that runs a [`Handler`] for every message,
+//! at least once, in order per key and in parallel across keys.
+
+mod runtime;
+mod tracker;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::topics::{TopicSpec, ensure_topics};
+use crate::{KafkaConfig, Message};
+
+pub use runtime::RunningConsumer;
+
+/// Why a handler failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// A passing failure (a timeout, a database that is restarting): try again.
+    #[error("{0:#}")]
+    Retryable(anyhow::Error),
+    /// The message can never succeed (it does not decode, it breaks a rule): do not retry.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    pub fn retryable(error: impl Into<anyhow::Error>) -> Self {
+        Self::Retryable(error.into())
+    }
+
+    pub fn permanent(error: impl Into<anyhow::Error>) -> Self {
+        Self::Permanent(error.into())
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+/// Unless a handler says otherwise, an error is worth retrying.
+impl From<anyhow::Error> for HandlerError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Retryable(error)
+    }
+}
+
+/// What a service does with a message. Must be idempotent: delivery is at least once.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, message: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Blocking retries inside the handler's key lane: later messages of the same key wait, other
+/// keys go on. Non-blocking retries (retry topics) are the task queue's job.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first one included. 1 means no retry.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn no_retries() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Exponential backoff before attempt `attempt + 1`.
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+}
+
+/// A message whose handler failed for good: not retryable, or out of attempts.
+#[derive(Debug)]
+pub struct Failure<'a> {
+    pub message: &'a Message,
+    pub error: &'a HandlerError,
+    pub attempts: u32,
+}
+
+/// Decides what happens to a message whose handler failed for good. `Ok` means the message is
+/// dealt with (e.g. moved to a retry or dead-letter topic) and its offset may be committed;
+/// `Err` stops the consumer without committing it.
+pub trait FailurePolicy: Send + Sync + 'static {
+    fn on_failure<'a>(
+        &'a self,
+        failure: Failure<'a>,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+}
+
+/// The default: never skip a message silently. The consumer stops with the error; after a fix
+/// and a restart the message is delivered again.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopConsumer;
+
+impl FailurePolicy for StopConsumer {
+    fn on_failure<'a>(
+        &'a self,
+        failure: Failure<'a>,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        let message = failure.message;
+        let error = anyhow::anyhow!(
+            "handler failed for good on {}/{}@{} after {} attempt(s): {}",
+            message.topic,
+            message.partition,
+            message.offset,
+            failure.attempts,
+            failure.error
+        );
+        Box::pin(async move { Err(error) })
+    }
+}
+
+/// Builds a consumer group member; see the crate README for the guarantees.
+#[must_use]
+pub struct ConsumerBuilder {
+    pub(crate) config: KafkaConfig,
+    pub(crate) group_id: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) provision: Vec<TopicSpec>,
+    pub(crate) max_in_flight_per_partition: usize,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) failure_policy: Arc<dyn FailurePolicy>,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field(
+                "max_in_flight_per_partition",
+                &self.max_in_flight_per_partition,
+            )
+            .field("retry", &self.retry)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsumerBuilder {
+    pub fn new(config: &KafkaConfig, group_id: impl Into<String>) -> Self {
+        Self {
+            config: config.clone(),
+            group_id: group_id.into(),
+            topics: Vec::new(),
+            provision: Vec::new(),
+            max_in_flight_per_partition: 64,
+            retry: RetryPolicy::default(),
+            failure_policy: Arc::new(StopConsumer),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Subscribes to a topic that something else provisions.
+    pub fn topic(mut self, name: impl Into<String>) -> Self {
+        self.topics.push(name.into());
+        self
+    }
+
+    /// Subscribes to a topic and provisions it: at start, and again if the broker reports it
+    /// unknown later.
+    pub fn provisioned_topic(mut self, spec: TopicSpec) -> Self {
+        self.topics.push(spec.name.clone());
+        self.provision.push(spec);
+        self
+    }
+
+    /// Messages received from one partition and not yet handled, running or waiting behind
+    /// their key. When reached, the partition is paused until half of them are done.
+    pub fn max_in_flight_per_partition(mut self, max: usize) -> Self {
+        self.max_in_flight_per_partition = max.max(1);
+        self
+    }
+
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn on_failure(mut self, policy: impl FailurePolicy) -> Self {
+        self.failure_policy = Arc::new(policy);
+        self
+    }
+
+    /// How long shutdown and partition revocation wait for running handlers before they are
+    /// abandoned (their messages are delivered again later).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Provisions topics, joins the group and starts handling messages until `shutdown` is
+    /// cancelled or a message fails for good. Must be called inside a Tokio runtime.
+    pub async fn start<H: Handler>(
+        self,
+        handler: H,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<RunningConsumer> {
+        anyhow::ensure!(
+            !self.topics.is_empty(),
+            "a consumer needs at least one topic"
+        );
+        ensure_topics(&self.config, &self.provision)
+            .await
+            .context("Failed to provision the consumer's topics")?;
+        runtime::start(self, handler, shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_cap() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        assert_eq!(policy.backoff(1), Duration::from_millis(100));
+        assert_eq!(policy.backoff(2), Duration::from_millis(200));
+        assert_eq!(policy.backoff(3), Duration::from_millis(400));
+        assert_eq!(policy.backoff(4), Duration::from_millis(500));
+        assert_eq!(policy.backoff(40), Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,539 @@
+//! The poll thread and the handler tasks behind [`super::ConsumerBuilder::start`].
+//!
+//! One OS thread owns the librdkafka consumer: it polls, dispatches messages to Tokio tasks,
+//! stores offsets, pauses and resumes partitions, and runs the rebalance callbacks. Owning the
+//! consumer on a plain thread is what lets a revocation *wait* for the revoked partitions'
+//! handlers before their offsets are committed (librdkafka calls the rebalance callback from
+//! `poll`, and the callback must finish before the partitions go to another member), and it
+//! keeps librdkafka's blocking calls, closing included, off the async runtime.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use super::tracker::PartitionTracker;
+use super::{ConsumerBuilder, Failure, FailurePolicy, Handler, RetryPolicy};
+use crate::message::header;
+use crate::topics::{TopicSpec, ensure_topics};
+use crate::{KafkaConfig, Message};
+
+/// How long the poll thread waits for a message before it looks after its partitions again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Time for the final commit, on top of the drain timeout, before `wait` gives up on the thread.
+const COMMIT_GRACE: Duration = Duration::from_secs(5);
+/// Re-provisioning after an unknown-topic error happens at most this often.
+const REPROVISION_INTERVAL: Duration = Duration::from_secs(5);
+
+type PartitionKey = (String, i32);
+
+/// A started consumer. Dropping it does not stop it: cancel the shutdown token, then `wait`.
+#[derive(Debug)]
+pub struct RunningConsumer {
+    done: oneshot::Receiver<anyhow::Result<()>>,
+    killed: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl RunningConsumer {
+    /// Resolves when the consumer stopped: `Ok` after a graceful shutdown, `Err` when a
+    /// message failed for good or the consumer could not stop within its deadline. Never hangs
+    /// on librdkafka: once shutdown is requested it waits at most the drain timeout plus a
+    /// grace period, then abandons the consumer thread.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut done = self.done;
+        tokio::select! {
+            result = &mut done => return flatten(result),
+            () = self.shutdown.cancelled() => {}
+        }
+        match tokio::time::timeout(self.grace, done).await {
+            Ok(result) => flatten(result),
+            Err(_) => Err(anyhow::anyhow!(
+                "the consumer did not stop within {:?}; abandoned it",
+                self.grace
+            )),
+        }
+    }
+
+    /// Stops like a crash would: running handlers are aborted and nothing more is stored or
+    /// committed. Messages not committed before are delivered again to the next member.
+    /// For tests and demonstrations.
+    pub async fn kill(self) {
+        self.killed.store(true, Ordering::SeqCst);
+        let _ = tokio::time::timeout(self.grace, self.done).await;
+    }
+}
+
+fn flatten(result: Result<anyhow::Result<()>, oneshot::error::RecvError>) -> anyhow::Result<()> {
+    result.unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "the consumer thread ended without a result"
+        ))
+    })
+}
+
+pub(super) fn start<H: Handler>(
+    builder: ConsumerBuilder,
+    handler: H,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningConsumer> {
+    let (fatal_tx, fatal_rx) = mpsc::channel();
+    let lanes = Arc::new(Lanes {
+        handler,
+        failure_policy: builder.failure_policy,
+        retry: builder.retry,
+        group: builder.group_id.clone(),
+        stopping: CancellationToken::new(),
+        fatal: Mutex::new(fatal_tx),
+    });
+    let context = Context {
+        lanes,
+        runtime: Handle::try_current().context("a consumer must start inside a Tokio runtime")?,
+        partitions: Mutex::new(HashMap::new()),
+        max_in_flight: builder.max_in_flight_per_partition,
+        drain_timeout: builder.drain_timeout,
+    };
+    let consumer: BaseConsumer<Context<H>> = builder
+        .config
+        .consumer(&builder.group_id)
+        .create_with_context(context)
+        .context("Failed to create the Kafka consumer")?;
+    let topics: Vec<&str> = builder.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .with_context(|| format!("Failed to subscribe to {topics:?}"))?;
+
+    let (done_tx, done) = oneshot::channel();
+    let killed = Arc::new(AtomicBool::new(false));
+    let poll = PollLoop {
+        consumer,
+        fatal: fatal_rx,
+        shutdown: shutdown.clone(),
+        killed: killed.clone(),
+        config: builder.config,
+        provision: builder.provision,
+    };
+    std::thread::Builder::new()
+        .name(format!("kafka-{}", builder.group_id))
+        .spawn(move || {
+            let result = poll.run();
+            let _ = done_tx.send(result);
+            // Dropping closes the consumer: it leaves the group and may block in librdkafka
+            // for a while. Nobody waits for this thread, so that cannot hang a shutdown.
+            drop(poll);
+        })
+        .context("Failed to start the consumer thread")?;
+    Ok(RunningConsumer {
+        done,
+        killed,
+        shutdown,
+        grace: builder.drain_timeout + COMMIT_GRACE,
+    })
+}
+
+/// What the handler tasks share.
+struct Lanes<H> {
+    handler: H,
+    failure_policy: Arc<dyn FailurePolicy>,
+    retry: RetryPolicy,
+    group: String,
+    /// Cancelled when the whole consumer stops; each partition has a child token.
+    stopping: CancellationToken,
+    fatal: Mutex<mpsc::Sender<anyhow::Error>>,
+}
+
+enum Outcome {
+    /// Handled, or failed for good and dealt with by the failure policy: commit it.
+    Done,
+    /// Stopped while waiting to retry: leave it uncommitted.
+    Abandoned,
+    /// Failed for good and the failure policy refused it: stop the consumer.
+    Fatal(anyhow::Error),
+}
+
+impl<H: Handler> Lanes<H> {
+    /// Runs a message and then, in the same task, the messages of its key that queued up
+    /// behind it, so a busy key costs no extra scheduling.
+    fn spawn(
+        self: &Arc<Self>,
+        runtime: &Handle,
+        tracker: Arc<Mutex<PartitionTracker>>,
+        stop: CancellationToken,
+        first: Message,
+    ) -> AbortHandle {
+        let lanes = self.clone();
+        runtime
+            .spawn(async move {
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    match lanes.process(&message, &stop).await {
+                        Outcome::Done => {
+                            next = lock(&tracker).complete(message.offset, message.key.as_deref());
+                            if stop.is_cancelled() {
+                                // The rest waits uncommitted for the partition's next owner.
+                                break;
+                            }
+                        }
+                        Outcome::Abandoned => break,
+                        Outcome::Fatal(error) => {
+                            // The offset stays in flight, so nothing at or after it is
+                            // committed; the poll thread stops the consumer.
+                            let _ = lock(&lanes.fatal).send(error);
+                            break;
+                        }
+                    }
+                }
+            })
+            .abort_handle()
+    }
+
+    async fn process(&self, message: &Message, stop: &CancellationToken) -> Outcome {
+        let span = tracing::info_span!(
+            "kafka.consume",
+            group = %self.group,
+            topic = %message.topic,
+            partition = message.partition,
+            offset = message.offset,
+            message_type = message.message_type(),
+            message_id = message.message_id(),
+            traceparent = message.header_str(header::TRACEPARENT),
+            correlation_id = message.header_str(header::CORRELATION_ID),
+        );
+        let labels = [
+            ("topic", message.topic.clone()),
+            ("group", self.group.clone()),
+        ];
+        if let Some(timestamp) = message.timestamp {
+            // Lag as the age of what is being handled now: it needs no watermarks, which some
+            // brokers report wrongly, and it is what a user of a read model feels.
+            let age = (Utc::now() - timestamp).to_std().unwrap_or_default();
+            metrics::histogram!("kafka_event_age_seconds", &labels).record(age.as_secs_f64());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let result = self.handler.handle(message).instrument(span.clone()).await;
+            metrics::histogram!("kafka_handler_duration_seconds", &labels)
+                .record(started.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(()) => {
+                    metrics::counter!("kafka_messages_handled_total", &labels).increment(1);
+                    return Outcome::Done;
+                }
+                Err(error) => error,
+            };
+            metrics::counter!("kafka_messages_failed_total", &labels).increment(1);
+            if error.is_retryable() && attempt < self.retry.max_attempts {
+                let backoff = self.retry.backoff(attempt);
+                tracing::warn!(parent: &span, attempt, ?backoff, error = %error, "handler failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => continue,
+                    () = stop.cancelled() => return Outcome::Abandoned,
+                }
+            }
+            tracing::error!(parent: &span, attempt, error = %error, "handler failed for good");
+            let failure = Failure {
+                message,
+                error: &error,
+                attempts: attempt,
+            };
+            return match self
+                .failure_policy
+                .on_failure(failure)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(()) => Outcome::Done,
+                Err(error) => Outcome::Fatal(error),
+            };
+        }
+    }
+}
+
+struct PartitionState {
+    tracker: Arc<Mutex<PartitionTracker>>,
+    stop: CancellationToken,
+    tasks: Vec<AbortHandle>,
+    paused: bool,
+}
+
+impl PartitionState {
+    fn running(&self) -> usize {
+        self.tasks.iter().filter(|task| !task.is_finished()).count()
+    }
+}
+
+/// The librdkafka client context: runs on the poll thread, rebalance callbacks included.
+struct Context<H> {
+    lanes: Arc<Lanes<H>>,
+    runtime: Handle,
+    partitions: Mutex<HashMap<PartitionKey, PartitionState>>,
+    max_in_flight: usize,
+    drain_timeout: Duration,
+}
+
+impl<H: Handler> ClientContext for Context<H> {}
+
+impl<H: Handler> ConsumerContext for Context<H> {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(assigned) => {
+                let mut partitions = lock(&self.partitions);
+                for element in assigned.elements() {
+                    tracing::info!(group = %self.lanes.group, topic = element.topic(), partition = element.partition(), "partition assigned");
+                    partitions
+                        .entry((element.topic().to_owned(), element.partition()))
+                        .or_insert_with(|| PartitionState {
+                            tracker: Arc::default(),
+                            stop: self.lanes.stopping.child_token(),
+                            tasks: Vec::new(),
+                            paused: false,
+                        });
+                }
+            }
+            Rebalance::Revoke(revoked) => {
+                let keys: Vec<PartitionKey> = revoked
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
+                tracing::info!(group = %self.lanes.group, partitions = ?keys, "partitions revoked; draining");
+                self.drain(&keys);
+                self.store_offsets(consumer);
+                commit(consumer);
+                let mut partitions = lock(&self.partitions);
+                for key in &keys {
+                    partitions.remove(key);
+                }
+            }
+            Rebalance::Error(error) => {
+                tracing::error!(group = %self.lanes.group, %error, "rebalance failed");
+            }
+        }
+    }
+}
+
+impl<H: Handler> Context<H> {
+    fn dispatch(&self, consumer: &BaseConsumer<Self>, message: Message) {
+        let key = (message.topic.clone(), message.partition);
+        let mut partitions = lock(&self.partitions);
+        let Some(state) = partitions.get_mut(&key) else {
+            // A late message of a partition revoked in the meantime; its next owner reads it.
+            tracing::debug!(topic = %key.0, partition = key.1, "message for an unassigned partition ignored");
+            return;
+        };
+        let (start, in_flight) = {
+            let mut tracker = lock(&state.tracker);
+            (tracker.accept(message), tracker.in_flight())
+        };
+        if let Some(message) = start {
+            let task = self.lanes.spawn(
+                &self.runtime,
+                state.tracker.clone(),
+                state.stop.clone(),
+                message,
+            );
+            state.tasks.push(task);
+        }
+        if !state.paused && in_flight >= self.max_in_flight {
+            // Back-pressure: stop fetching this partition until half of its queue is done.
+            match consumer.pause(&partition_list(&key)) {
+                Ok(()) => state.paused = true,
+                Err(error) => {
+                    tracing::warn!(%error, topic = %key.0, partition = key.1, "failed to pause partition");
+                }
+            }
+        }
+    }
+
+    /// Regular upkeep on the poll thread: stores offsets that moved, resumes partitions that
+    /// drained, forgets finished tasks, reports the in-flight gauge.
+    fn tend(&self, consumer: &BaseConsumer<Self>) {
+        self.store_offsets(consumer);
+        let mut partitions = lock(&self.partitions);
+        let mut total_in_flight = 0;
+        for (key, state) in partitions.iter_mut() {
+            state.tasks.retain(|task| !task.is_finished());
+            let in_flight = lock(&state.tracker).in_flight();
+            total_in_flight += in_flight;
+            if state.paused && in_flight <= self.max_in_flight / 2 {
+                match consumer.resume(&partition_list(key)) {
+                    Ok(()) => state.paused = false,
+                    Err(error) => {
+                        tracing::warn!(%error, topic = %key.0, partition = key.1, "failed to resume partition");
+                    }
+                }
+            }
+        }
+        metrics::gauge!("kafka_consumer_in_flight", "group" => self.lanes.group.clone())
+            .set(total_in_flight as f64);
+    }
+
+    /// Hands every partition's committable offset to librdkafka, which commits it (in the
+    /// background, or at once in [`commit`]).
+    fn store_offsets(&self, consumer: &BaseConsumer<Self>) {
+        let partitions = lock(&self.partitions);
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), state) in partitions.iter() {
+            if let Some(offset) = lock(&state.tracker).take_new_commit()
+                && let Err(error) =
+                    list.add_partition_offset(topic, *partition, Offset::Offset(offset))
+            {
+                tracing::warn!(%error, "failed to list an offset to store");
+            }
+        }
+        if list.count() > 0
+            && let Err(error) = consumer.store_offsets(&list)
+        {
+            tracing::warn!(%error, "failed to store offsets");
+        }
+    }
+
+    /// Lets the running handlers of these partitions finish their current message, up to the
+    /// drain timeout, then aborts what is left. Waiting messages are not started.
+    fn drain(&self, keys: &[PartitionKey]) {
+        for key in keys {
+            if let Some(state) = lock(&self.partitions).get(key) {
+                state.stop.cancel();
+            }
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        loop {
+            let running: usize = {
+                let partitions = lock(&self.partitions);
+                keys.iter()
+                    .filter_map(|k| partitions.get(k))
+                    .map(PartitionState::running)
+                    .sum()
+            };
+            if running == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(group = %self.lanes.group, running, "handlers still running after the drain timeout; abandoning them");
+                self.abort(keys);
+                return;
+            }
+            // A short sleep on this dedicated thread; the handlers run on the Tokio runtime.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn abort(&self, keys: &[PartitionKey]) {
+        let partitions = lock(&self.partitions);
+        for state in keys.iter().filter_map(|k| partitions.get(k)) {
+            state.stop.cancel();
+            for task in &state.tasks {
+                task.abort();
+            }
+        }
+    }
+
+    fn assigned(&self) -> Vec<PartitionKey> {
+        lock(&self.partitions).keys().cloned().collect()
+    }
+}
+
+struct PollLoop<H: Handler> {
+    consumer: BaseConsumer<Context<H>>,
+    fatal: mpsc::Receiver<anyhow::Error>,
+    shutdown: CancellationToken,
+    killed: Arc<AtomicBool>,
+    config: KafkaConfig,
+    provision: Vec<TopicSpec>,
+}
+
+impl<H: Handler> PollLoop<H> {
+    fn run(&self) -> anyhow::Result<()> {
+        let context = self.consumer.context();
+        let mut last_provision: Option<Instant> = None;
+        let fatal = loop {
+            if self.killed.load(Ordering::SeqCst) {
+                context.abort(&context.assigned());
+                return Err(anyhow::anyhow!("consumer killed"));
+            }
+            if let Ok(error) = self.fatal.try_recv() {
+                break Some(error);
+            }
+            if self.shutdown.is_cancelled() {
+                break None;
+            }
+            context.tend(&self.consumer);
+            match self.consumer.poll(POLL_INTERVAL) {
+                None => {}
+                Some(Ok(message)) => {
+                    context.dispatch(&self.consumer, Message::from_borrowed(&message));
+                }
+                Some(Err(KafkaError::MessageConsumption(
+                    code @ (RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic),
+                ))) if !self.provision.is_empty()
+                    && last_provision.is_none_or(|at| at.elapsed() >= REPROVISION_INTERVAL) =>
+                {
+                    last_provision = Some(Instant::now());
+                    tracing::warn!(%code, "broker does not know a subscribed topic; provisioning again");
+                    if let Err(error) = context
+                        .runtime
+                        .block_on(ensure_topics(&self.config, &self.provision))
+                    {
+                        tracing::warn!(error = format!("{error:#}"), "failed to provision topics");
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+            }
+        };
+        self.stop(context);
+        fatal.map_or(Ok(()), Err)
+    }
+
+    /// Graceful stop: no new messages, running handlers finish, offsets are committed.
+    fn stop(&self, context: &Context<H>) {
+        tracing::info!(group = %context.lanes.group, "consumer stopping");
+        context.lanes.stopping.cancel();
+        if let Ok(assignment) = self.consumer.assignment()
+            && let Err(error) = self.consumer.pause(&assignment)
+        {
+            tracing::warn!(%error, "failed to pause partitions for shutdown");
+        }
+        context.drain(&context.assigned());
+        context.store_offsets(&self.consumer);
+        commit(&self.consumer);
+        tracing::info!(group = %context.lanes.group, "consumer stopped; offsets committed");
+    }
+}
+
+fn commit<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing stored since the last commit.
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "failed to commit offsets"),
+    }
+}
+
+fn partition_list((topic, partition): &PartitionKey) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, *partition);
+    list
+}
+
+/// The locks here guard plain bookkeeping; a panic while holding one is a bug that the next
+/// user should see rather than silently continue past.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().expect("consumer bookkeeping lock poisoned")
+}

@@ -1,0 +1,4 @@
+CREATE TABLE widgets (
+    id BIGINT PRIMARY KEY,
+    name TEXT NOT NULL
+);
