@@ -167,7 +167,7 @@ impl ConsumerBuilder {
             group_id: group_id.into(),
             topics: Vec::new(),
             provision: Vec::new(),
-            max_in_flight_per_partition: 64,
+            max_in_flight_per_partition: 1024,
             retry: RetryPolicy::default(),
             failure_policy: Arc::new(StopConsumer),
             drain_timeout: Duration::from_secs(10),

@@ -34,6 +34,10 @@ use crate::{KafkaConfig, Message};
 
 /// How long the poll thread waits for a message before it looks after its partitions again.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Messages taken from librdkafka's queue in one go before upkeep runs again.
+const POLL_BATCH: usize = 1024;
+/// How often the poll thread stores offsets, resumes partitions and reports its gauge.
+const TEND_INTERVAL: Duration = Duration::from_millis(10);
 /// Time for the final commit, on top of the drain timeout, before `wait` gives up on the thread.
 const COMMIT_GRACE: Duration = Duration::from_secs(5);
 /// Re-provisioning after an unknown-topic error happens at most this often.
@@ -100,6 +104,7 @@ pub(super) fn start<H: Handler>(
         group: builder.group_id.clone(),
         stopping: CancellationToken::new(),
         fatal: Mutex::new(fatal_tx),
+        metrics: Mutex::default(),
     });
     let context = Context {
         lanes,
@@ -155,6 +160,14 @@ struct Lanes<H> {
     /// Cancelled when the whole consumer stops; each partition has a child token.
     stopping: CancellationToken,
     fatal: Mutex<mpsc::Sender<anyhow::Error>>,
+    metrics: Mutex<HashMap<String, Arc<TopicMetrics>>>,
+}
+
+struct TopicMetrics {
+    handled: metrics::Counter,
+    failed: metrics::Counter,
+    duration: metrics::Histogram,
+    event_age: metrics::Histogram,
 }
 
 enum Outcome {
@@ -202,6 +215,24 @@ impl<H: Handler> Lanes<H> {
             .abort_handle()
     }
 
+    /// The topic's metric handles, registered once: building labels per message would cost
+    /// more allocations than the message itself.
+    fn metrics(&self, topic: &str) -> Arc<TopicMetrics> {
+        let mut by_topic = lock(&self.metrics);
+        if let Some(metrics) = by_topic.get(topic) {
+            return metrics.clone();
+        }
+        let labels = [("topic", topic.to_owned()), ("group", self.group.clone())];
+        let metrics = Arc::new(TopicMetrics {
+            handled: metrics::counter!("kafka_messages_handled_total", &labels),
+            failed: metrics::counter!("kafka_messages_failed_total", &labels),
+            duration: metrics::histogram!("kafka_handler_duration_seconds", &labels),
+            event_age: metrics::histogram!("kafka_event_age_seconds", &labels),
+        });
+        by_topic.insert(topic.to_owned(), metrics.clone());
+        metrics
+    }
+
     async fn process(&self, message: &Message, stop: &CancellationToken) -> Outcome {
         let span = tracing::info_span!(
             "kafka.consume",
@@ -214,31 +245,27 @@ impl<H: Handler> Lanes<H> {
             traceparent = message.header_str(header::TRACEPARENT),
             correlation_id = message.header_str(header::CORRELATION_ID),
         );
-        let labels = [
-            ("topic", message.topic.clone()),
-            ("group", self.group.clone()),
-        ];
+        let metrics = self.metrics(&message.topic);
         if let Some(timestamp) = message.timestamp {
             // Lag as the age of what is being handled now: it needs no watermarks, which some
             // brokers report wrongly, and it is what a user of a read model feels.
             let age = (Utc::now() - timestamp).to_std().unwrap_or_default();
-            metrics::histogram!("kafka_event_age_seconds", &labels).record(age.as_secs_f64());
+            metrics.event_age.record(age.as_secs_f64());
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
             let started = Instant::now();
             let result = self.handler.handle(message).instrument(span.clone()).await;
-            metrics::histogram!("kafka_handler_duration_seconds", &labels)
-                .record(started.elapsed().as_secs_f64());
+            metrics.duration.record(started.elapsed().as_secs_f64());
             let error = match result {
                 Ok(()) => {
-                    metrics::counter!("kafka_messages_handled_total", &labels).increment(1);
+                    metrics.handled.increment(1);
                     return Outcome::Done;
                 }
                 Err(error) => error,
             };
-            metrics::counter!("kafka_messages_failed_total", &labels).increment(1);
+            metrics.failed.increment(1);
             if error.is_retryable() && attempt < self.retry.max_attempts {
                 let backoff = self.retry.backoff(attempt);
                 tracing::warn!(parent: &span, attempt, ?backoff, error = %error, "handler failed; retrying");
@@ -463,6 +490,7 @@ impl<H: Handler> PollLoop<H> {
     fn run(&self) -> anyhow::Result<()> {
         let context = self.consumer.context();
         let mut last_provision: Option<Instant> = None;
+        let mut last_tend = Instant::now();
         let fatal = loop {
             if self.killed.load(Ordering::SeqCst) {
                 context.abort(&context.assigned());
@@ -474,32 +502,56 @@ impl<H: Handler> PollLoop<H> {
             if self.shutdown.is_cancelled() {
                 break None;
             }
-            context.tend(&self.consumer);
-            match self.consumer.poll(POLL_INTERVAL) {
-                None => {}
-                Some(Ok(message)) => {
-                    context.dispatch(&self.consumer, Message::from_borrowed(&message));
-                }
-                Some(Err(KafkaError::MessageConsumption(
-                    code @ (RDKafkaErrorCode::UnknownTopicOrPartition
-                    | RDKafkaErrorCode::UnknownTopic),
-                ))) if !self.provision.is_empty()
-                    && last_provision.is_none_or(|at| at.elapsed() >= REPROVISION_INTERVAL) =>
-                {
-                    last_provision = Some(Instant::now());
-                    tracing::warn!(%code, "broker does not know a subscribed topic; provisioning again");
-                    if let Err(error) = context
-                        .runtime
-                        .block_on(ensure_topics(&self.config, &self.provision))
-                    {
-                        tracing::warn!(error = format!("{error:#}"), "failed to provision topics");
+            // Upkeep on a clock, not per message: storing offsets and checking partitions
+            // for every message would cost more than the messages themselves.
+            if last_tend.elapsed() >= TEND_INTERVAL {
+                context.tend(&self.consumer);
+                last_tend = Instant::now();
+            }
+            // Wait for one message, then take what is already fetched without waiting.
+            let mut timeout = POLL_INTERVAL;
+            for _ in 0..POLL_BATCH {
+                match self.consumer.poll(timeout) {
+                    None => break,
+                    Some(Ok(message)) => {
+                        context.dispatch(&self.consumer, Message::from_borrowed(&message));
+                    }
+                    Some(Err(error)) => {
+                        self.on_error(&error, &mut last_provision);
+                        break;
                     }
                 }
-                Some(Err(error)) => tracing::warn!(%error, "consumer error"),
+                timeout = Duration::ZERO;
             }
         };
         self.stop(context);
         fatal.map_or(Ok(()), Err)
+    }
+
+    fn on_error(&self, error: &KafkaError, last_provision: &mut Option<Instant>) {
+        let unknown_topic = matches!(
+            error,
+            KafkaError::MessageConsumption(
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic
+            )
+        );
+        if !unknown_topic || self.provision.is_empty() {
+            tracing::warn!(%error, "consumer error");
+            return;
+        }
+        if last_provision.is_some_and(|at| at.elapsed() < REPROVISION_INTERVAL) {
+            return;
+        }
+        *last_provision = Some(Instant::now());
+        tracing::warn!(%error, "broker does not know a subscribed topic; provisioning again");
+        let provisioned = self
+            .consumer
+            .context()
+            .runtime
+            .block_on(ensure_topics(&self.config, &self.provision));
+        if let Err(error) = provisioned {
+            tracing::warn!(error = format!("{error:#}"), "failed to provision topics");
+        }
     }
 
     /// Graceful stop: no new messages, running handlers finish, offsets are committed.

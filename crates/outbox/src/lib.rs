@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+
+mod backoff;
+mod listener;
+mod message;
+mod record;
+mod relay;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+
+pub use message::{InvalidMessage, OutboxMessage, TOMBSTONE_MESSAGE_TYPE};
+pub use record::{Backlog, NOTIFY_CHANNEL, Outbox};
+pub use relay::{LOCK_HOLDER_IDLE_TIMEOUT, OutboxRelay, RELAY_LOCK_KEY, RelaySettings};
+
+/// The table that records which of this crate's migrations ran. Not sqlx's default
+/// `_sqlx_migrations`, which holds the service's own: sharing it, each migrator would see the
+/// other's versions as unknown and refuse to run.
+pub const MIGRATIONS_TABLE: &str = "_outbox_migrations";
+
+/// Creates or updates the `outbox` table with this crate's embedded migrations.
+///
+/// Call it at start, after the service's own migrations; it is idempotent and safe when several
+/// replicas start at once (sqlx serialises migrators with an advisory lock).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+        .run(pool)
+        .await
+        .context("Failed to run the outbox migrations")
+}

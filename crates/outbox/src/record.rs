@@ -1,0 +1,129 @@
+//! The writing side: [`Outbox::record`], inside the caller's transaction.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use platform::telemetry::{TraceContext, current_correlation_id};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::message::{OutboxMessage, StoredHeaders};
+
+/// The channel on which [`Outbox::record`] announces new rows and the relay listens.
+pub const NOTIFY_CHANNEL: &str = "asyncron_outbox";
+
+/// The outbox table's operations. A namespace: the table lives in the service's own database,
+/// so there is no state to hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbox;
+
+impl Outbox {
+    /// Records `message` in the transaction `conn` is in, and returns its message id.
+    ///
+    /// The row commits or rolls back with everything else in the transaction, so the message is
+    /// published if and only if the entity change it announces happened. The trace context and
+    /// the correlation id of the current span are stored with it: consumers see the trace of the
+    /// request that caused the message, not that of the relay that happened to publish it.
+    ///
+    /// It also issues `NOTIFY asyncron_outbox`, which PostgreSQL delivers only when (and if) the
+    /// transaction commits, so a listening relay publishes the message at once instead of at its
+    /// next poll.
+    ///
+    /// ```no_run
+    /// use outbox::{Outbox, OutboxMessage};
+    ///
+    /// # async fn place(pool: &sqlx::PgPool, order_id: uuid::Uuid) -> anyhow::Result<()> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("INSERT INTO orders (id, status) VALUES ($1, 'placed')")
+    ///     .bind(order_id)
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// let event = OutboxMessage::json(
+    ///     "orders.orders.v1",
+    ///     order_id.to_string(),
+    ///     "OrderPlaced",
+    ///     &serde_json::json!({ "order_id": order_id }),
+    /// )?;
+    /// Outbox::record(&mut tx, event).await?; // `&mut *tx` works as well
+    /// tx.commit().await?; // the order and its event, or neither
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Called outside a transaction (on a plain connection) the row commits on its own, which
+    /// gives up exactly the guarantee the outbox exists for.
+    ///
+    /// # Errors
+    /// [`crate::InvalidMessage`] (reachable with `downcast_ref`) for a message that would be
+    /// published wrongly; a database error otherwise, e.g. a unique violation when a message
+    /// with the same id was recorded before. Either leaves the transaction for the caller to
+    /// roll back.
+    pub async fn record(conn: &mut PgConnection, message: OutboxMessage) -> anyhow::Result<Uuid> {
+        message.validate()?;
+        let headers = StoredHeaders {
+            traceparent: TraceContext::current().map(|cx| cx.to_traceparent()),
+            correlation_id: current_correlation_id(),
+            extra: message.headers,
+        };
+        // One round trip for both statements: this runs inside the caller's request. A
+        // data-modifying CTE runs exactly once whatever the outer query reads. PostgreSQL folds
+        // identical notifications of one transaction into one, so a transaction that records
+        // many messages wakes the relay once.
+        sqlx::query_scalar::<_, Uuid>(
+            "WITH recorded AS (
+                 INSERT INTO outbox (message_id, topic, key, message_type, payload, headers)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 RETURNING message_id
+             )
+             SELECT message_id FROM recorded, pg_notify($7, '')",
+        )
+        .bind(message.message_id)
+        .bind(&message.topic)
+        .bind(&message.key)
+        .bind(&message.message_type)
+        .bind(&message.payload)
+        .bind(Json(&headers))
+        .bind(NOTIFY_CHANNEL)
+        .fetch_one(conn)
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to record outbox message {} ({}) for {}",
+                message.message_id, message.message_type, message.topic
+            )
+        })
+    }
+
+    /// How far the relay is behind: the number of pending rows and the age of the oldest.
+    ///
+    /// Counting reads the partial index of pending rows, cheap while the relay keeps up; the
+    /// relay publishes the same values as the `outbox_pending_rows` and
+    /// `outbox_oldest_pending_age_seconds` gauges. Useful for a readiness or alerting check.
+    pub async fn backlog(executor: impl PgExecutor<'_>) -> anyhow::Result<Backlog> {
+        // Both ages are measured on the database's clock, against which `created_at` was set.
+        let (pending, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
+            "SELECT
+                 (SELECT count(*) FROM outbox WHERE published_at IS NULL),
+                 (SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8
+                    FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1)",
+        )
+        .fetch_one(executor)
+        .await
+        .context("Failed to measure the outbox backlog")?;
+        Ok(Backlog {
+            pending: pending as u64,
+            oldest_pending_age: oldest_age_seconds
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok()),
+        })
+    }
+}
+
+/// Rows not yet published, as measured by [`Outbox::backlog`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: u64,
+    /// Since the oldest pending row was recorded (its transaction began); `None` when nothing is
+    /// pending.
+    pub oldest_pending_age: Option<Duration>,
+}
