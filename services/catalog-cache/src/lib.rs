@@ -1,16 +1,26 @@
 #![doc = include_str!("../README.md")]
 
+mod api;
 mod config;
+mod currency;
+mod events;
+mod product;
+mod store;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use kafka::{BrokerCheck, KafkaConfig, Producer};
+use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::events::PRODUCTS;
 
 pub use config::{Config, SERVICE_NAME};
 
@@ -26,15 +36,21 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database (creating it and running migrations) and to the broker, and
-    /// binds the HTTP port. Fails fast, naming what is wrong.
+    /// Connects to the database (creating it and running the service's and the outbox's
+    /// migrations) and to the broker, provisions `catalog-cache.products.v1`, and binds the
+    /// HTTP port. Fails fast, naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
                 .await
                 .context("Failed to prepare the database")?;
+        outbox::migrate(&pool).await?;
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
+        producer
+            .ensure_topics(&[PRODUCTS.spec()])
+            .await
+            .with_context(|| format!("Failed to provision {}", PRODUCTS.name()))?;
         let health = Health::new()
             .with(PostgresCheck(pool.clone()))
             .with(BrokerCheck::new(&producer));
@@ -42,7 +58,7 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        let router = platform::http::app(axum::Router::new(), health, &settings);
+        let router = platform::http::app(api::routes(pool.clone()), health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await
             .with_context(|| format!("Failed to bind HTTP_ADDR {}", config.common.http_addr))?;
@@ -62,16 +78,45 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` is cancelled, then finishes in-flight requests, flushes the
-    /// producer and closes the pool.
+    /// Serves HTTP and runs the outbox relay until `shutdown` is cancelled. Then it finishes
+    /// the in-flight requests, stops the relay, flushes the producer and closes the pool.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} listening");
-        platform::http::serve(self.listener, self.router, shutdown).await?;
-        self.producer
-            .flush(self.config.common.shutdown_timeout)
-            .await?;
+        // The relay has a token of its own: it stops only after the HTTP server, so that it
+        // still publishes the events of requests that finish during the shutdown.
+        let stop_relay = CancellationToken::new();
+        let relay = tokio::spawn(
+            OutboxRelay::new(self.pool.clone(), self.producer.clone()).run(stop_relay.clone()),
+        );
+
+        let served = platform::http::serve(self.listener, self.router, shutdown).await;
+        stop_relay.cancel();
+        let timeout = self.config.common.shutdown_timeout;
+        let relayed = wait_for_relay(relay, timeout).await;
+        let flushed = self.producer.flush(timeout).await;
         self.pool.close().await;
         tracing::info!("{SERVICE_NAME} stopped");
-        Ok(())
+        served.and(relayed).and(flushed)
+    }
+}
+
+/// Waits up to `timeout` for the stopping relay to finish its batch in flight. A relay that takes
+/// longer (the broker is down, say) is abandoned: the rows it had not marked as published stay in
+/// the outbox and are published after the next start, some perhaps a second time, which
+/// consumers tolerate (they apply an event only over a lower revision).
+async fn wait_for_relay(
+    mut relay: JoinHandle<anyhow::Result<()>>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(timeout, &mut relay).await {
+        Ok(finished) => finished.context("The outbox relay task failed")?,
+        Err(_elapsed) => {
+            relay.abort();
+            tracing::warn!(
+                timeout_ms = timeout.as_millis(),
+                "the outbox relay did not stop in time; its pending messages stay in the outbox"
+            );
+            Ok(())
+        }
     }
 }

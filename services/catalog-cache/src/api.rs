@@ -1,0 +1,128 @@
+//! The HTTP API: `/products`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use platform::http::{Json, Path, Problem, Query};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+use crate::product::{FieldErrors, Product, ProductFields, PutProduct};
+use crate::store::{self, Page, Put};
+
+/// Page size when `limit` is not given.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+/// The largest `limit` a client may ask for.
+const MAX_PAGE_SIZE: u32 = 500;
+
+/// The service's routes, for `platform::http::app`.
+pub fn routes(pool: PgPool) -> Router {
+    Router::new()
+        .route("/products", get(list_products))
+        .route(
+            "/products/{product_id}",
+            get(get_product).put(put_product).delete(delete_product),
+        )
+        .with_state(pool)
+}
+
+/// Why a request failed. Malformed requests do not get this far: the extractors answer them
+/// with a 400, 415 or 422 problem themselves.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body or the path breaks a rule: 422, naming each bad field.
+    #[error("invalid fields: {0:?}")]
+    InvalidFields(FieldErrors),
+    /// A query parameter is out of range: 400, naming each bad parameter.
+    #[error("invalid query parameters: {0:?}")]
+    InvalidQuery(FieldErrors),
+    #[error("no such product")]
+    ProductNotFound,
+    /// Anything unexpected, such as a database failure: logged, and a bare 500 for the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::InvalidFields(errors) => Problem::unprocessable(
+                "The product is invalid; `errors` says what is wrong with each field.",
+                serde_json::json!(errors),
+            ),
+            Self::InvalidQuery(errors) => Problem::bad_request(
+                "A query parameter is invalid; `errors` says what is wrong with each.",
+            )
+            .with_extension("errors", serde_json::json!(errors)),
+            Self::ProductNotFound => Problem::not_found("No product exists with this id."),
+            Self::Internal(error) => Problem::internal(&error),
+        };
+        problem.into_response()
+    }
+}
+
+/// `PUT /products/{product_id}`: 201 with the product when it is new, 200 when it existed
+/// (whether or not anything changed).
+#[tracing::instrument(skip(pool, fields))]
+async fn put_product(
+    State(pool): State<PgPool>,
+    Path(product_id): Path<String>,
+    Json(fields): Json<ProductFields>,
+) -> Result<(StatusCode, Json<Product>), ApiError> {
+    let command = PutProduct::parse(product_id, fields).map_err(ApiError::InvalidFields)?;
+    let response = match store::put(&pool, &command).await? {
+        Put::Created(product) => (StatusCode::CREATED, Json(product)),
+        Put::Updated(product) | Put::Unchanged(product) => (StatusCode::OK, Json(product)),
+    };
+    Ok(response)
+}
+
+/// `GET /products/{product_id}`.
+#[tracing::instrument(skip(pool))]
+async fn get_product(
+    State(pool): State<PgPool>,
+    Path(product_id): Path<String>,
+) -> Result<Json<Product>, ApiError> {
+    store::get(&pool, &product_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::ProductNotFound)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// `GET /products?limit=&cursor=`: products in id order, a page at a time.
+#[tracing::instrument(skip(pool))]
+async fn list_products(
+    State(pool): State<PgPool>,
+    Query(params): Query<ListParams>,
+) -> Result<Json<Page>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        let errors =
+            FieldErrors::from([("limit", format!("must be between 1 and {MAX_PAGE_SIZE}"))]);
+        return Err(ApiError::InvalidQuery(errors));
+    }
+    let page = store::list(&pool, params.cursor.as_deref(), limit).await?;
+    Ok(Json(page))
+}
+
+/// `DELETE /products/{product_id}`: 204, or 404 when there is no such product.
+#[tracing::instrument(skip(pool))]
+async fn delete_product(
+    State(pool): State<PgPool>,
+    Path(product_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if store::delete(&pool, &product_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::ProductNotFound)
+    }
+}

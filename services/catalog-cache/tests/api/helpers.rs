@@ -1,0 +1,260 @@
+//! The service under test and a typed client for its API, and a reader of the events it
+//! publishes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use catalog_cache::{Application, Config};
+use kafka::{ConsumerBuilder, Handler, HandlerError, KafkaConfig, Message, RunningConsumer};
+use serde_json::Value;
+use test_support::{TestApp, TestDatabase};
+use tokio_util::sync::CancellationToken;
+
+/// The topic of the contract, spelled out: a test of what other services subscribe to.
+pub const TOPIC: &str = "catalog-cache.products.v1";
+
+/// Long enough for a consumer group join plus the relay's round trip on a busy 2-core machine.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A running catalog-cache with a database of its own, and its API as methods.
+pub struct CatalogCache {
+    app: TestApp,
+    /// Held for the life of the test: dropping it drops the database.
+    database: TestDatabase,
+}
+
+/// Starts the service on a free port, with a new database and the test broker.
+pub async fn spawn_app() -> CatalogCache {
+    platform::telemetry::init_for_tests();
+    let database = TestDatabase::create().await;
+    let env = test_support::service_env(&database).await;
+    let config = Config::from_env(&env).expect("valid test configuration");
+    let app = Application::build(config)
+        .await
+        .expect("the service builds");
+    let address = app.local_addr();
+    CatalogCache {
+        app: TestApp::spawn(address, |shutdown| app.run_until_stopped(shutdown)),
+        database,
+    }
+}
+
+impl CatalogCache {
+    pub async fn put_product(&self, product_id: &str, body: &Value) -> reqwest::Response {
+        self.app
+            .client
+            .put(self.product_url(product_id))
+            .json(body)
+            .send()
+            .await
+            .expect("PUT request failed")
+    }
+
+    /// A PUT with any body and content type, for malformed input.
+    pub async fn put_product_raw(
+        &self,
+        product_id: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> reqwest::Response {
+        self.app
+            .client
+            .put(self.product_url(product_id))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("PUT request failed")
+    }
+
+    pub async fn get_product(&self, product_id: &str) -> reqwest::Response {
+        self.app.get(&format!("/products/{product_id}")).await
+    }
+
+    pub async fn delete_product(&self, product_id: &str) -> reqwest::Response {
+        self.app
+            .client
+            .delete(self.product_url(product_id))
+            .send()
+            .await
+            .expect("DELETE request failed")
+    }
+
+    pub async fn list_products(
+        &self,
+        limit: Option<&str>,
+        cursor: Option<&str>,
+    ) -> reqwest::Response {
+        let mut url = reqwest::Url::parse(&self.app.url("/products")).expect("a valid URL");
+        for (name, value) in [("limit", limit), ("cursor", cursor)] {
+            if let Some(value) = value {
+                url.query_pairs_mut().append_pair(name, value);
+            }
+        }
+        self.app
+            .client
+            .get(url)
+            .send()
+            .await
+            .expect("GET request failed")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.app.get(path).await
+    }
+
+    /// The service's own database, to look behind the API.
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns what `run_until_stopped` returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.app.stop().await
+    }
+
+    fn product_url(&self, product_id: &str) -> String {
+        self.app.url(&format!("/products/{product_id}"))
+    }
+}
+
+/// A product body that passes validation.
+pub fn product(sku: &str, price_cents: i64) -> Value {
+    serde_json::json!({
+        "sku": sku,
+        "name": "Espresso cup",
+        "price_cents": price_cents,
+        "currency": "EUR",
+        "stock": 40,
+        "active": true,
+    })
+}
+
+/// The body of a successful response, after checking its status.
+pub async fn json_body(response: reqwest::Response, expected_status: u16) -> Value {
+    let status = response.status();
+    let body = response.text().await.expect("response body");
+    assert_eq!(status, expected_status, "body: {body}");
+    serde_json::from_str(&body).expect("a JSON body")
+}
+
+/// The body of a problem response, after checking its status and content type.
+pub async fn problem_body(response: reqwest::Response, expected_status: u16) -> Value {
+    let content_type = response.headers()["content-type"].clone();
+    let body = json_body(response, expected_status).await;
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["status"], expected_status);
+    body
+}
+
+/// A message read back from `catalog-cache.products.v1`.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub message_type: String,
+    pub message_id: String,
+    /// `None` for a tombstone.
+    pub payload: Option<Value>,
+}
+
+/// Reads `catalog-cache.products.v1` from the beginning in a consumer group of its own, and
+/// keeps what it reads by key. The topic name is part of the contract, so every test shares
+/// it: tests use product ids of their own and look only at those keys.
+pub struct ProductEvents {
+    read: Arc<Mutex<Vec<(String, Published)>>>,
+    shutdown: CancellationToken,
+    consumer: Option<RunningConsumer>,
+}
+
+impl ProductEvents {
+    pub async fn start() -> Self {
+        let config = KafkaConfig::new(
+            test_support::kafka_bootstrap_servers().await,
+            "catalog-cache-tests",
+        )
+        // A short session makes the group join quick.
+        .set("session.timeout.ms", "3000")
+        .set("heartbeat.interval.ms", "300");
+        let recorder = Recorder::default();
+        let read = Arc::clone(&recorder.read);
+        let shutdown = CancellationToken::new();
+        let consumer =
+            ConsumerBuilder::new(&config, test_support::unique_name("catalog-cache-test"))
+                // Provisioned by the service, which every test starts first.
+                .topic(TOPIC)
+                .start(recorder, shutdown.clone())
+                .await
+                .expect("the test consumer starts");
+        Self {
+            read,
+            shutdown,
+            consumer: Some(consumer),
+        }
+    }
+
+    /// Waits until `count` messages with key `product_id` were read and returns them in topic
+    /// order (the order of the product's revisions). More than `count` is a failure.
+    pub async fn wait_for(&self, product_id: &str, count: usize) -> Vec<Published> {
+        let what = format!("{count} messages of product {product_id}");
+        let messages = test_support::eventually(EVENT_DEADLINE, &what, || async {
+            let messages = self.of(product_id);
+            (messages.len() >= count).then_some(messages)
+        })
+        .await;
+        assert_eq!(messages.len(), count, "{messages:#?}");
+        messages
+    }
+
+    fn of(&self, product_id: &str) -> Vec<Published> {
+        self.read
+            .lock()
+            .expect("recorder poisoned")
+            .iter()
+            .filter(|(key, _)| key == product_id)
+            .map(|(_, message)| message.clone())
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(consumer) = self.consumer.take() {
+            consumer
+                .wait()
+                .await
+                .expect("the test consumer stops cleanly");
+        }
+    }
+}
+
+impl Drop for ProductEvents {
+    // A test that fails before `stop` must not leave its consumer running.
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[derive(Clone, Default)]
+struct Recorder {
+    read: Arc<Mutex<Vec<(String, Published)>>>,
+}
+
+impl Handler for Recorder {
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+        let key = message.key_str().unwrap_or_default().to_owned();
+        let payload = message
+            .payload
+            .as_deref()
+            .map(serde_json::from_slice)
+            .transpose()
+            .map_err(HandlerError::permanent)?;
+        let published = Published {
+            message_type: message.message_type().unwrap_or_default().to_owned(),
+            message_id: message.message_id().unwrap_or_default().to_owned(),
+            payload,
+        };
+        self.read
+            .lock()
+            .expect("recorder poisoned")
+            .push((key, published));
+        Ok(())
+    }
+}

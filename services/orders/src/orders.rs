@@ -1,0 +1,492 @@
+//! Orders: placing one (validate it, price it from the catalog, store it together with its
+//! `OrderPlaced` event) and reading one back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use integration_events::{EntityTopic, EventEnvelope};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::SERVICE_NAME;
+use crate::catalog::CatalogProduct;
+use crate::error::ApiError;
+use crate::pricing::PriceLookup;
+
+/// Where orders announces every change of an order; see `docs/contracts/orders.orders.v1.md`.
+pub const ORDERS_TOPIC: EntityTopic = EntityTopic::new("orders", "orders", "order");
+/// The `message_type` of the event for a new order.
+pub const ORDER_PLACED: &str = "OrderPlaced";
+/// An order's revision when it is placed; every later change (paid, cancelled) adds one.
+const FIRST_REVISION: i64 = 1;
+
+/// The body of `POST /orders`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub customer_email: String,
+    pub items: Vec<RequestedItem>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestedItem {
+    pub product_id: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Placed, waiting for its payment. (Paid and cancelled come with the task scheduler.)
+    PendingPayment,
+}
+
+/// An order as the API returns it, from `POST /orders` and `GET /orders/{order_id}`.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "the field names are the JSON contract's, and `order_id` says what `id` would not"
+)]
+pub struct Order {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    /// In the order the client listed them.
+    #[sqlx(skip)]
+    pub items: Vec<OrderItem>,
+    pub total_cents: i64,
+    /// Of the total and of every unit price.
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A line of an order, priced when the order was placed: later price changes do not touch it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct OrderItem {
+    pub product_id: String,
+    pub quantity: i32,
+    pub unit_price_cents: i64,
+}
+
+/// The entity of the events on `orders.orders.v1`: the order, and who placed it, which the API
+/// response leaves out but consumers (a confirmation e-mail, a report) need.
+#[derive(Debug, Serialize)]
+struct OrderEntity<'a> {
+    #[serde(flatten)]
+    order: &'a Order,
+    customer_id: &'a str,
+    customer_email: &'a str,
+}
+
+/// The items of an order with their prices, before the order is stored.
+#[derive(Debug, PartialEq, Eq)]
+struct PricedItems {
+    items: Vec<OrderItem>,
+    total_cents: i64,
+    currency: String,
+}
+
+/// Places an order: validates it, prices it with `prices` and stores it and its `OrderPlaced`
+/// event in one transaction. With the default [`PriceLookup::Local`] nothing here leaves the
+/// service's own database.
+pub async fn place(
+    pool: &PgPool,
+    prices: &PriceLookup,
+    request: PlaceOrder,
+) -> Result<Order, ApiError> {
+    validate(&request)?;
+    let mut product_ids: Vec<String> = request
+        .items
+        .iter()
+        .map(|item| item.product_id.clone())
+        .collect();
+    product_ids.sort_unstable();
+    product_ids.dedup();
+    let catalog = prices.products(&product_ids).await?;
+    let priced_items = price(&request.items, &catalog)?;
+    Ok(insert(pool, &request, priced_items).await?)
+}
+
+/// The order with its items, if it exists.
+pub async fn find(pool: &PgPool, order_id: Uuid) -> anyhow::Result<Option<Order>> {
+    let order: Option<Order> = sqlx::query_as(
+        "SELECT order_id, status, total_cents, currency, created_at
+         FROM orders WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+    .with_context(|| format!("Failed to read order {order_id}"))?;
+    let Some(mut order) = order else {
+        return Ok(None);
+    };
+    // The items were inserted with the order, in its transaction, and never change: reading
+    // them separately cannot see a half-written order.
+    order.items = sqlx::query_as(
+        "SELECT product_id, quantity, unit_price_cents
+         FROM order_items WHERE order_id = $1 ORDER BY line",
+    )
+    .bind(order_id)
+    .fetch_all(pool)
+    .await
+    .with_context(|| format!("Failed to read the items of order {order_id}"))?;
+    Ok(Some(order))
+}
+
+/// Every rule the request breaks, keyed by field, so that a client can fix them all at once.
+fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
+    let mut errors = BTreeMap::new();
+    if request.customer_id.trim().is_empty() {
+        errors.insert("customer_id".to_owned(), "must not be empty".to_owned());
+    }
+    if !is_email_address(&request.customer_email) {
+        errors.insert(
+            "customer_email".to_owned(),
+            "must be an e-mail address such as name@example.com".to_owned(),
+        );
+    }
+    if request.items.is_empty() {
+        errors.insert("items".to_owned(), "must list at least one item".to_owned());
+    }
+    for (index, item) in request.items.iter().enumerate() {
+        if item.product_id.trim().is_empty() {
+            errors.insert(
+                format!("items[{index}].product_id"),
+                "must not be empty".to_owned(),
+            );
+        }
+        if item.quantity < 1 {
+            errors.insert(
+                format!("items[{index}].quantity"),
+                "must be at least 1".to_owned(),
+            );
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidOrder(errors))
+    }
+}
+
+/// Something before and after an `@`: the mail server is the judge of the rest.
+fn is_email_address(text: &str) -> bool {
+    text.split_once('@')
+        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+}
+
+/// Prices every item with its product from `catalog`: all products must be known and active,
+/// and priced in one currency.
+fn price(
+    items: &[RequestedItem],
+    catalog: &HashMap<String, CatalogProduct>,
+) -> Result<PricedItems, ApiError> {
+    let orderable = |item: &RequestedItem| {
+        catalog
+            .get(&item.product_id)
+            .filter(|product| product.active)
+    };
+
+    let mut unavailable: Vec<String> = Vec::new();
+    for item in items.iter().filter(|item| orderable(item).is_none()) {
+        if !unavailable.contains(&item.product_id) {
+            unavailable.push(item.product_id.clone());
+        }
+    }
+    if !unavailable.is_empty() {
+        return Err(ApiError::UnavailableProducts(unavailable));
+    }
+
+    let products: Vec<&CatalogProduct> = items.iter().filter_map(orderable).collect();
+    let currencies: BTreeSet<&str> = products.iter().map(|p| p.currency.as_str()).collect();
+    if currencies.len() > 1 {
+        let currencies = currencies.into_iter().map(str::to_owned).collect();
+        return Err(ApiError::MixedCurrencies(currencies));
+    }
+    let currency = currencies
+        .first()
+        .map(|&currency| currency.to_owned())
+        .expect("validate() requires at least one item");
+
+    let mut total_cents: i64 = 0;
+    let mut priced = Vec::with_capacity(items.len());
+    for (item, product) in items.iter().zip(products) {
+        total_cents = product
+            .price_cents
+            .checked_mul(i64::from(item.quantity))
+            .and_then(|line_total| total_cents.checked_add(line_total))
+            .ok_or_else(|| {
+                ApiError::InvalidOrder(BTreeMap::from([(
+                    "items".to_owned(),
+                    "the order's total is too large".to_owned(),
+                )]))
+            })?;
+        priced.push(OrderItem {
+            product_id: item.product_id.clone(),
+            quantity: item.quantity,
+            unit_price_cents: product.price_cents,
+        });
+    }
+    Ok(PricedItems {
+        items: priced,
+        total_cents,
+        currency,
+    })
+}
+
+/// Stores the order, its items and its `OrderPlaced` event in one transaction: the event is
+/// published if, and only if, the order exists.
+async fn insert(pool: &PgPool, request: &PlaceOrder, priced: PricedItems) -> anyhow::Result<Order> {
+    let order_id = Uuid::now_v7();
+    let status = OrderStatus::PendingPayment;
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin the order transaction")?;
+
+    // The database's clock sets `created_at`, so the response shows what a later read returns.
+    let created_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO orders
+             (order_id, customer_id, customer_email, status, total_cents, currency, revision)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING created_at",
+    )
+    .bind(order_id)
+    .bind(&request.customer_id)
+    .bind(&request.customer_email)
+    .bind(status)
+    .bind(priced.total_cents)
+    .bind(&priced.currency)
+    .bind(FIRST_REVISION)
+    .fetch_one(&mut *tx)
+    .await
+    .context("Failed to insert the order")?;
+
+    // One statement for all items; the ordinality numbers the lines in the client's order.
+    let (product_ids, quantities, unit_prices): (Vec<&str>, Vec<i32>, Vec<i64>) = priced
+        .items
+        .iter()
+        .map(|item| {
+            (
+                item.product_id.as_str(),
+                item.quantity,
+                item.unit_price_cents,
+            )
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO order_items (order_id, line, product_id, quantity, unit_price_cents)
+         SELECT $1, item.line, item.product_id, item.quantity, item.unit_price_cents
+         FROM UNNEST($2::text[], $3::int[], $4::bigint[])
+             WITH ORDINALITY AS item (product_id, quantity, unit_price_cents, line)",
+    )
+    .bind(order_id)
+    .bind(product_ids)
+    .bind(quantities)
+    .bind(unit_prices)
+    .execute(&mut *tx)
+    .await
+    .context("Failed to insert the order's items")?;
+
+    let order = Order {
+        order_id,
+        status,
+        items: priced.items,
+        total_cents: priced.total_cents,
+        currency: priced.currency,
+        created_at,
+    };
+    let event = EventEnvelope::created(
+        ORDERS_TOPIC.entity_type,
+        &order_id.to_string(),
+        FIRST_REVISION,
+        SERVICE_NAME,
+        OrderEntity {
+            order: &order,
+            customer_id: &request.customer_id,
+            customer_email: &request.customer_email,
+        },
+    );
+    ORDERS_TOPIC
+        .record(&mut tx, &event, ORDER_PLACED)
+        .await
+        .context("Failed to record the OrderPlaced event")?;
+
+    tx.commit()
+        .await
+        .context("Failed to commit the order transaction")?;
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(items: &[(&str, i32)]) -> PlaceOrder {
+        PlaceOrder {
+            customer_id: "c-1".to_owned(),
+            customer_email: "ada@example.com".to_owned(),
+            items: items
+                .iter()
+                .map(|&(product_id, quantity)| RequestedItem {
+                    product_id: product_id.to_owned(),
+                    quantity,
+                })
+                .collect(),
+        }
+    }
+
+    fn catalog(products: &[(&str, i64, &str, bool)]) -> HashMap<String, CatalogProduct> {
+        products
+            .iter()
+            .map(|&(id, price_cents, currency, active)| {
+                let product = CatalogProduct {
+                    product_id: id.to_owned(),
+                    sku: format!("SKU-{id}"),
+                    name: format!("Product {id}"),
+                    price_cents,
+                    currency: currency.to_owned(),
+                    active,
+                };
+                (id.to_owned(), product)
+            })
+            .collect()
+    }
+
+    fn invalid_fields(request: &PlaceOrder) -> Vec<String> {
+        match validate(request) {
+            Ok(()) => Vec::new(),
+            Err(ApiError::InvalidOrder(errors)) => errors.into_keys().collect(),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_order_is_valid() {
+        assert!(invalid_fields(&request(&[("p-1", 1)])).is_empty());
+    }
+
+    #[test]
+    fn every_broken_rule_is_reported_by_field() {
+        let mut order = request(&[("p-1", 0), ("", 2), ("p-3", -1)]);
+        order.customer_id = " ".to_owned();
+        order.customer_email = "ada.example.com".to_owned();
+
+        assert_eq!(
+            invalid_fields(&order),
+            [
+                "customer_email",
+                "customer_id",
+                "items[0].quantity",
+                "items[1].product_id",
+                "items[2].quantity"
+            ]
+        );
+        assert_eq!(invalid_fields(&request(&[])), ["items"]);
+    }
+
+    #[test]
+    fn an_email_address_needs_something_on_both_sides_of_the_at() {
+        assert!(is_email_address("a@b"));
+        for text in ["", "ada", "@example.com", "ada@"] {
+            assert!(!is_email_address(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn items_are_priced_from_the_catalog_in_the_clients_order() {
+        let catalog = catalog(&[("p-1", 250, "EUR", true), ("p-2", 1000, "EUR", true)]);
+
+        let priced = price(&request(&[("p-2", 1), ("p-1", 3)]).items, &catalog).unwrap();
+
+        assert_eq!(
+            priced,
+            PricedItems {
+                items: vec![
+                    OrderItem {
+                        product_id: "p-2".to_owned(),
+                        quantity: 1,
+                        unit_price_cents: 1000
+                    },
+                    OrderItem {
+                        product_id: "p-1".to_owned(),
+                        quantity: 3,
+                        unit_price_cents: 250
+                    },
+                ],
+                total_cents: 1750,
+                currency: "EUR".to_owned(),
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_and_inactive_products_are_listed_once_each() {
+        let catalog = catalog(&[("p-1", 250, "EUR", true), ("p-off", 100, "EUR", false)]);
+        let items = request(&[("p-off", 1), ("p-1", 1), ("p-missing", 1), ("p-off", 2)]).items;
+
+        match price(&items, &catalog) {
+            Err(ApiError::UnavailableProducts(ids)) => assert_eq!(ids, ["p-off", "p-missing"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_order_has_one_currency() {
+        let catalog = catalog(&[("p-1", 250, "USD", true), ("p-2", 100, "EUR", true)]);
+
+        match price(&request(&[("p-1", 1), ("p-2", 1)]).items, &catalog) {
+            Err(ApiError::MixedCurrencies(currencies)) => assert_eq!(currencies, ["EUR", "USD"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_total_beyond_i64_is_refused_rather_than_wrapped() {
+        let catalog = catalog(&[("p-1", i64::MAX / 2, "EUR", true)]);
+
+        assert!(matches!(
+            price(&request(&[("p-1", 3)]).items, &catalog),
+            Err(ApiError::InvalidOrder(_))
+        ));
+    }
+
+    #[test]
+    fn the_event_entity_is_the_order_and_its_customer() {
+        let order = Order {
+            order_id: Uuid::nil(),
+            status: OrderStatus::PendingPayment,
+            items: vec![OrderItem {
+                product_id: "p-1".to_owned(),
+                quantity: 2,
+                unit_price_cents: 250,
+            }],
+            total_cents: 500,
+            currency: "EUR".to_owned(),
+            created_at: DateTime::UNIX_EPOCH,
+        };
+        let entity = OrderEntity {
+            order: &order,
+            customer_id: "c-1",
+            customer_email: "ada@example.com",
+        };
+
+        assert_eq!(
+            serde_json::to_value(entity).unwrap(),
+            json!({
+                "order_id": "00000000-0000-0000-0000-000000000000",
+                "status": "pending_payment",
+                "items": [{ "product_id": "p-1", "quantity": 2, "unit_price_cents": 250 }],
+                "total_cents": 500,
+                "currency": "EUR",
+                "created_at": "1970-01-01T00:00:00Z",
+                "customer_id": "c-1",
+                "customer_email": "ada@example.com",
+            })
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! The HTTP API: `POST /orders`, `GET /orders/{order_id}` and
+//! `GET /catalog/products/{product_id}`.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use platform::http::{Json, Path};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::catalog::{self, SyncedProduct};
+use crate::error::ApiError;
+use crate::orders::{self, Order, PlaceOrder};
+use crate::pricing::PriceLookup;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub prices: PriceLookup,
+}
+
+/// The service's own routes; `platform::http::app` adds health, metrics and the middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(place_order))
+        .route("/orders/{order_id}", get(get_order))
+        .route("/catalog/products/{product_id}", get(get_catalog_product))
+        .with_state(state)
+}
+
+/// 201 with the order, priced from the read model (or, in the benchmark baseline, from
+/// catalog-cache), and a `Location` header with its URL.
+#[tracing::instrument(
+    name = "orders.place",
+    skip_all,
+    fields(customer_id = %request.customer_id, items = request.items.len(), order_id)
+)]
+async fn place_order(
+    State(state): State<AppState>,
+    Json(request): Json<PlaceOrder>,
+) -> Result<impl IntoResponse, ApiError> {
+    let order = orders::place(&state.pool, &state.prices, request).await?;
+    tracing::Span::current().record("order_id", tracing::field::display(order.order_id));
+    tracing::info!(total_cents = order.total_cents, "order placed");
+    let location = format!("/orders/{}", order.order_id);
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(order)))
+}
+
+#[tracing::instrument(name = "orders.get", skip(state))]
+async fn get_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<Uuid>,
+) -> Result<Json<Order>, ApiError> {
+    orders::find(&state.pool, order_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::OrderNotFound(order_id))
+}
+
+/// orders' copy of a product, with the revision and time of the event it came from: how
+/// stale the copy is, for operators and tests.
+#[tracing::instrument(name = "catalog_products.get", skip(state))]
+async fn get_catalog_product(
+    State(state): State<AppState>,
+    Path(product_id): Path<String>,
+) -> Result<Json<SyncedProduct>, ApiError> {
+    catalog::find(&state.pool, &product_id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::CatalogProductNotFound(product_id))
+}

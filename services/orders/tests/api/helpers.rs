@@ -1,0 +1,321 @@
+//! What the tests share: `spawn_app()` with a typed client for the service, products published
+//! as catalog-cache would publish them, and a reader for `orders.orders.v1`.
+//!
+//! The topics are fixed by their contracts and the broker is shared by every test (and keeps
+//! what earlier runs published), so each test uses product ids of its own and finds its order
+//! events by key. Each service instance gets a consumer group prefix of its own: instances that
+//! shared a group would split the partitions, and each would see only part of the products.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kafka::{
+    ConsumerBuilder, Delivery, Handler, HandlerError, KafkaConfig, Message, MessageHeaders,
+    Producer, TopicSpec,
+};
+use orders::{Application, Config};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use test_support::{TestDatabase, eventually, kafka_bootstrap_servers, unique_name};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const PRODUCTS_TOPIC: &str = "catalog-cache.products.v1";
+pub const ORDERS_TOPIC: &str = "orders.orders.v1";
+/// Long enough for a consumer group join and a few event hops on a busy 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The orders service on a free port with a database of its own; catalog-cache does not run.
+#[derive(Debug)]
+pub struct TestApp {
+    /// The untyped client, for requests the typed methods below do not cover.
+    pub http: test_support::TestApp,
+    /// Dropped after the service: dropping it removes the database.
+    _database: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with a configuration changed by `configure` first.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    platform::telemetry::init_for_tests();
+    let database = TestDatabase::create().await;
+    let env = test_support::service_env(&database).await;
+    let mut config = Config::from_env(&env).expect("valid test configuration");
+    config.consumer_group_prefix = unique_name("orders-test");
+    configure(&mut config);
+    let app = Application::build(config)
+        .await
+        .expect("the service builds");
+    let address = app.local_addr();
+    TestApp {
+        http: test_support::TestApp::spawn(address, |shutdown| app.run_until_stopped(shutdown)),
+        _database: database,
+    }
+}
+
+impl TestApp {
+    /// Shuts the service down as SIGTERM would, and returns what `run_until_stopped` returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.http.stop().await
+    }
+
+    pub async fn post_order(&self, order: &Value) -> Response {
+        self.http.post_json("/orders", order).await
+    }
+
+    pub async fn get_order(&self, order_id: &str) -> Response {
+        self.http.get(&format!("/orders/{order_id}")).await
+    }
+
+    pub async fn get_catalog_product(&self, product_id: &str) -> Response {
+        self.http
+            .get(&format!("/catalog/products/{product_id}"))
+            .await
+    }
+
+    /// Waits until orders' copy of the product has `revision`, and returns it.
+    pub async fn catalog_product_at(&self, product_id: &str, revision: i64) -> Value {
+        eventually(
+            DEADLINE,
+            &format!("catalog product {product_id} at revision {revision}"),
+            || async move {
+                let response = self.get_catalog_product(product_id).await;
+                if response.status() != StatusCode::OK {
+                    return None;
+                }
+                let product: Value = response.json().await.expect("a JSON product");
+                (product["revision"] == revision).then_some(product)
+            },
+        )
+        .await
+    }
+
+    /// Waits until `GET /catalog/products/{product_id}` answers 404.
+    pub async fn catalog_product_gone(&self, product_id: &str) {
+        eventually(
+            DEADLINE,
+            &format!("catalog product {product_id} to be deleted"),
+            || async move {
+                let status = self.get_catalog_product(product_id).await.status();
+                (status == StatusCode::NOT_FOUND).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// How many events the projection skipped as duplicates or out of order, from
+    /// `GET /metrics`.
+    ///
+    /// The metrics recorder is global to the process. nextest (`scripts/test.sh`) runs every
+    /// test in a process of its own, so this counts this service's skips only. Under
+    /// `cargo test` the services of all tests in the binary share the counter, and each of them
+    /// also skips the events other tests publish: there a rise does not prove that this service
+    /// handled them.
+    pub async fn skipped_events(&self) -> u64 {
+        let metrics = self
+            .http
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(
+                    "integration_events_skipped_total{projection=\"catalog_products\"} ",
+                )
+            })
+            .map_or(0, |count| count.parse().expect("a counter value"))
+    }
+}
+
+/// A product of catalog-cache, as the tests describe it.
+#[derive(Debug, Clone)]
+pub struct Product {
+    pub id: String,
+    pub price_cents: i64,
+    pub currency: &'static str,
+    pub active: bool,
+}
+
+impl Product {
+    /// An active product priced in EUR, with an id no other test uses.
+    pub fn new(price_cents: i64) -> Self {
+        Self {
+            id: unique_name("product"),
+            price_cents,
+            currency: "EUR",
+            active: true,
+        }
+    }
+
+    /// A `ProductCreated` envelope at `revision`.
+    pub fn created(&self, revision: i64) -> Value {
+        self.event("product-created.json", revision)
+    }
+
+    /// A `ProductUpdated` envelope at `revision`.
+    pub fn updated(&self, revision: i64) -> Value {
+        self.event("product-updated.json", revision)
+    }
+
+    /// A `ProductDeleted` envelope at `revision`.
+    pub fn deleted(&self, revision: i64) -> Value {
+        self.event("product-deleted.json", revision)
+    }
+
+    /// The contract's example message, about this product: building the events from the
+    /// examples proves that orders reads what the contract documents.
+    fn event(&self, example: &str, revision: i64) -> Value {
+        let mut event = contract_example(&format!("catalog-cache.products.v1/{example}"));
+        event["event_id"] = json!(Uuid::now_v7());
+        event["entity_id"] = json!(self.id);
+        event["revision"] = json!(revision);
+        event["occurred_at"] = json!(chrono::Utc::now());
+        let payload = &mut event["payload"];
+        if let Some(entity) = payload.get_mut("entity") {
+            entity["product_id"] = json!(self.id);
+            entity["price_cents"] = json!(self.price_cents);
+            entity["currency"] = json!(self.currency);
+            entity["active"] = json!(self.active);
+        }
+        if let Some(id) = payload.get_mut("id") {
+            *id = json!(self.id);
+        }
+        event
+    }
+}
+
+/// A file of `docs/contracts/`, parsed.
+pub fn contract_example(relative: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/contracts")
+        .join(relative);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
+}
+
+/// Publishes to `catalog-cache.products.v1` the way catalog-cache does: keyed by product id,
+/// with the `message_type` of the event's kind and the event id as `message_id`.
+#[derive(Debug)]
+pub struct CatalogCache {
+    producer: Producer,
+}
+
+impl CatalogCache {
+    pub async fn new() -> Self {
+        let config = KafkaConfig::new(kafka_bootstrap_servers().await, "orders-tests");
+        let producer = Producer::new(&config).expect("a producer");
+        // With the settings of the contract; the service may not have provisioned it yet.
+        producer
+            .ensure_topics(&[TopicSpec::new(PRODUCTS_TOPIC).config("cleanup.policy", "compact")])
+            .await
+            .expect("the products topic exists");
+        Self { producer }
+    }
+
+    pub async fn publish(&self, event: &Value) -> Delivery {
+        let message_type = match event["kind"].as_str() {
+            Some("created") => "ProductCreated",
+            Some("updated") => "ProductUpdated",
+            Some("deleted") => "ProductDeleted",
+            other => panic!("not a product event kind: {other:?}"),
+        };
+        let event_id: Uuid = serde_json::from_value(event["event_id"].clone()).expect("event_id");
+        let key = event["entity_id"].as_str().expect("entity_id");
+        self.producer
+            .publish(
+                PRODUCTS_TOPIC,
+                key,
+                event,
+                MessageHeaders::new(message_type).message_id(event_id),
+            )
+            .await
+            .expect("published")
+    }
+
+    /// The tombstone catalog-cache publishes after every delete.
+    pub async fn publish_tombstone(&self, product_id: &str) {
+        self.producer
+            .publish_bytes(
+                PRODUCTS_TOPIC,
+                Some(product_id.as_bytes()),
+                None,
+                MessageHeaders::new("Tombstone"),
+            )
+            .await
+            .expect("published");
+    }
+
+    /// Publishes the product's `created` event and waits until `app` has it.
+    pub async fn seed(&self, app: &TestApp, product: &Product) {
+        self.publish(&product.created(1)).await;
+        app.catalog_product_at(&product.id, 1).await;
+    }
+}
+
+/// The first message on `orders.orders.v1` keyed `key`, read from the beginning with a consumer
+/// group of its own.
+pub async fn order_event(key: &str) -> Message {
+    let config = KafkaConfig::new(kafka_bootstrap_servers().await, "orders-tests");
+    let (found, mut receiver) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let consumer = ConsumerBuilder::new(&config, unique_name("orders-test-reader"))
+        .topic(ORDERS_TOPIC)
+        .start(
+            ForwardKey {
+                key: key.to_owned(),
+                found,
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("the reader starts");
+    let message = tokio::time::timeout(DEADLINE, receiver.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no message keyed {key} on {ORDERS_TOPIC} within {DEADLINE:?}"))
+        .expect("the reader is running");
+    shutdown.cancel();
+    consumer.wait().await.expect("the reader stops cleanly");
+    message
+}
+
+/// Hands the messages with one key to the test; skips every other.
+struct ForwardKey {
+    key: String,
+    found: mpsc::UnboundedSender<Message>,
+}
+
+impl Handler for ForwardKey {
+    async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
+        if message.key_str() == Some(self.key.as_str()) {
+            // The test may have stopped listening after the first one.
+            let _ = self.found.send(message.clone());
+        }
+        Ok(())
+    }
+}
+
+/// `value` with every leaf replaced by its JSON type, and arrays by their first element's shape:
+/// two messages with the same shape have the same fields with the same types.
+pub fn shape(value: &Value) -> Value {
+    match value {
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("boolean"),
+        Value::Number(number) if number.is_i64() || number.is_u64() => json!("integer"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+        Value::Array(items) => json!([items.first().map(shape)]),
+        Value::Object(fields) => fields
+            .iter()
+            .map(|(name, value)| (name.clone(), shape(value)))
+            .collect(),
+    }
+}

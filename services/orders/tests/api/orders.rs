@@ -1,0 +1,323 @@
+//! `POST /orders` and `GET /orders/{order_id}`, and the `OrderPlaced` event.
+//!
+//! catalog-cache never runs in these tests. Products reach orders only as events on
+//! `catalog-cache.products.v1`, and every order below is priced without catalog-cache being
+//! there to answer: that is what "catalog-cache is down, orders still places orders" means.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::Path as AxumPath;
+use axum::response::IntoResponse as _;
+use kafka::header;
+use orders::CatalogLookup;
+use platform::config::Env;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    CatalogCache, Product, TestApp, contract_example, order_event, shape, spawn_app, spawn_app_with,
+};
+
+fn order_of(items: &[(&Product, i32)]) -> Value {
+    json!({
+        "customer_id": "c-1042",
+        "customer_email": "ada@example.com",
+        "items": items
+            .iter()
+            .map(|(product, quantity)| json!({ "product_id": product.id, "quantity": quantity }))
+            .collect::<Vec<_>>(),
+    })
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    response.json().await.expect("a problem body")
+}
+
+/// catalog-cache is not running (see the module comment), yet the order is placed: priced from
+/// orders' own copy of the catalog.
+#[tokio::test]
+async fn an_order_is_priced_from_the_read_model_while_catalog_cache_is_down() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    let jug = Product::new(990);
+    catalog.seed(&app, &cup).await;
+    catalog.seed(&app, &jug).await;
+
+    let response = app.post_order(&order_of(&[(&cup, 2), (&jug, 3)])).await;
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let mut order: Value = response.json().await.unwrap();
+    let order_id: Uuid = serde_json::from_value(order["order_id"].take()).expect("a UUID");
+    assert_eq!(location, format!("/orders/{order_id}"));
+    assert!(order["created_at"].take().is_string());
+    assert_eq!(
+        order,
+        json!({
+            "order_id": null,
+            "status": "pending_payment",
+            "items": [
+                { "product_id": cup.id, "quantity": 2, "unit_price_cents": 1250 },
+                { "product_id": jug.id, "quantity": 3, "unit_price_cents": 990 },
+            ],
+            "total_cents": 2 * 1250 + 3 * 990,
+            "currency": "EUR",
+            "created_at": null,
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_placed_order_reads_back_as_it_was_returned() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    catalog.seed(&app, &cup).await;
+
+    let placed: Value = app
+        .post_order(&order_of(&[(&cup, 1)]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let response = app.get_order(placed["order_id"].as_str().unwrap()).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.unwrap(), placed);
+}
+
+#[tokio::test]
+async fn order_placed_is_published_keyed_by_the_order_id() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    catalog.seed(&app, &cup).await;
+
+    let response = app.post_order(&order_of(&[(&cup, 2)])).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let order: Value = response.json().await.unwrap();
+    let order_id = order["order_id"].as_str().unwrap();
+
+    let message = order_event(order_id).await;
+
+    assert_eq!(message.message_type(), Some("OrderPlaced"));
+    assert_eq!(
+        message.header_str(header::CORRELATION_ID),
+        Some(request_id.as_str())
+    );
+    let event: Value = serde_json::from_slice(message.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(message.message_id(), event["event_id"].as_str());
+    assert_eq!(event["entity_type"], "order");
+    assert_eq!(event["entity_id"], order_id);
+    assert_eq!(event["kind"], "created");
+    assert_eq!(event["revision"], 1);
+    assert_eq!(event["originated_from"], "orders");
+    assert_eq!(event["correlation_id"], request_id);
+    assert_eq!(event["schema_version"], 1);
+    let mut entity = order.clone();
+    entity["customer_id"] = json!("c-1042");
+    entity["customer_email"] = json!("ada@example.com");
+    assert_eq!(event["payload"]["entity"], entity);
+    // Exactly the fields of the documented example, with the same types: the contract that
+    // consumers such as report-exporter build on.
+    assert_eq!(
+        shape(&event),
+        shape(&contract_example("orders.orders.v1/order-placed.json"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_inactive_products_are_refused_by_name() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    let withdrawn = Product {
+        active: false,
+        ..Product::new(990)
+    };
+    let unknown = Product::new(100);
+    catalog.seed(&app, &cup).await;
+    catalog.seed(&app, &withdrawn).await;
+
+    let response = app
+        .post_order(&order_of(&[(&withdrawn, 1), (&cup, 1), (&unknown, 1)]))
+        .await;
+
+    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(
+        problem["unavailable_products"],
+        json!([withdrawn.id, unknown.id])
+    );
+}
+
+#[tokio::test]
+async fn an_order_has_one_currency() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    let mug = Product {
+        currency: "USD",
+        ..Product::new(1400)
+    };
+    catalog.seed(&app, &cup).await;
+    catalog.seed(&app, &mug).await;
+
+    let response = app.post_order(&order_of(&[(&cup, 1), (&mug, 1)])).await;
+
+    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["currencies"], json!(["EUR", "USD"]));
+}
+
+#[tokio::test]
+async fn invalid_orders_are_refused_field_by_field() {
+    let app = spawn_app().await;
+
+    let cases = [
+        (
+            json!({ "customer_id": "", "customer_email": "ada@example.com",
+                    "items": [{ "product_id": "p-1", "quantity": 1 }] }),
+            vec!["customer_id"],
+        ),
+        (
+            json!({ "customer_id": "c-1", "customer_email": "ada.example.com",
+                    "items": [{ "product_id": "p-1", "quantity": 1 }] }),
+            vec!["customer_email"],
+        ),
+        (
+            json!({ "customer_id": "c-1", "customer_email": "ada@example.com", "items": [] }),
+            vec!["items"],
+        ),
+        (
+            json!({ "customer_id": "c-1", "customer_email": "ada@example.com",
+                    "items": [{ "product_id": "p-1", "quantity": 1 },
+                              { "product_id": "p-2", "quantity": 0 }] }),
+            vec!["items[1].quantity"],
+        ),
+    ];
+    for (order, fields) in cases {
+        let problem = problem(
+            app.post_order(&order).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        let reported: Vec<&str> = problem["errors"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no errors in {problem}"))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(reported, fields, "{order}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_problem() {
+    let app = spawn_app().await;
+
+    let response = app
+        .http
+        .post_raw("/orders", "application/json", r#"{"customer_id": "c-1","#)
+        .await;
+
+    problem(response, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_404_and_a_malformed_id_400() {
+    let app = spawn_app().await;
+
+    problem(
+        app.get_order(&Uuid::now_v7().to_string()).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(app.get_order("not-a-uuid").await, StatusCode::BAD_REQUEST).await;
+}
+
+/// The service in the benchmark baseline, `CATALOG_LOOKUP=sync`, calling catalog-cache at
+/// `catalog_url`.
+async fn spawn_sync_baseline(catalog_url: &str) -> TestApp {
+    let env = Env::from_pairs([("CATALOG_LOOKUP", "sync"), ("CATALOG_URL", catalog_url)]);
+    spawn_app_with(|config| {
+        config.catalog_lookup = CatalogLookup::from_env(&env).expect("a valid lookup");
+    })
+    .await
+}
+
+/// Stands in for catalog-cache's `GET /products/{product_id}`: it knows `espresso-cup` only.
+async fn fake_catalog_cache() -> String {
+    async fn product(AxumPath(product_id): AxumPath<String>) -> axum::response::Response {
+        if product_id != "espresso-cup" {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        axum::Json(json!({
+            "product_id": "espresso-cup", "sku": "CUP-ESP-01", "name": "Espresso cup",
+            "price_cents": 1250, "currency": "EUR", "stock": 40, "active": true,
+            "revision": 1, "updated_at": "2026-11-26T09:15:02.417381Z",
+        }))
+        .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let routes = axum::Router::new().route("/products/{product_id}", axum::routing::get(product));
+    tokio::spawn(async move { axum::serve(listener, routes).await });
+    format!("http://{address}")
+}
+
+/// The benchmark baseline asks catalog-cache for every product of every order.
+#[tokio::test]
+async fn the_sync_baseline_prices_from_catalog_cache() {
+    let app = spawn_sync_baseline(&fake_catalog_cache().await).await;
+    let item = |product_id: &str| {
+        json!({
+            "customer_id": "c-1042",
+            "customer_email": "ada@example.com",
+            "items": [{ "product_id": product_id, "quantity": 2 }],
+        })
+    };
+
+    let response = app.post_order(&item("espresso-cup")).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["items"][0]["unit_price_cents"], 1250);
+    assert_eq!(order["total_cents"], 2500);
+
+    let response = app.post_order(&item("milk-jug")).await;
+    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["unavailable_products"], json!(["milk-jug"]));
+}
+
+/// What the read model avoids: the baseline cannot place any order while catalog-cache is down
+/// (here nothing listens on port 1). It answers 503, at once.
+#[tokio::test]
+async fn the_sync_baseline_fails_while_catalog_cache_is_down() {
+    let app = spawn_sync_baseline("http://127.0.0.1:1").await;
+    let order = json!({
+        "customer_id": "c-1042",
+        "customer_email": "ada@example.com",
+        "items": [{ "product_id": "espresso-cup", "quantity": 1 }],
+    });
+
+    let started = Instant::now();
+    let response = app.post_order(&order).await;
+
+    let problem = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(problem["title"], "Catalog unavailable");
+    // A refused connection fails long before the 2 s CATALOG_TIMEOUT.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
