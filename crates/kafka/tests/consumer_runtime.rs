@@ -99,15 +99,23 @@ async fn publish_then_consume_keeps_payload_headers_and_trace_context() {
     );
 }
 
-/// Handles messages slowly enough that a kill lands mid-stream.
-#[derive(Clone, Default)]
-struct SlowRecorder {
+/// Handles `budget` messages, then hangs in every handler: a kill then lands mid-stream, with
+/// handlers in flight, however fast the machine is.
+#[derive(Clone)]
+struct StallsAfter {
     recorder: Recorder,
+    budget: Arc<AtomicUsize>,
 }
 
-impl Handler for SlowRecorder {
+impl Handler for StallsAfter {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        if self
+            .budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+            .is_err()
+        {
+            std::future::pending::<()>().await;
+        }
         self.recorder.record(message)
     }
 }
@@ -154,7 +162,10 @@ async fn a_killed_consumer_loses_nothing_and_only_uncommitted_messages_come_agai
     let producer = Producer::new(&config).unwrap();
     publish_n(&producer, &topic, 30, 0..20).await; // 600 messages
 
-    let first = SlowRecorder::default();
+    let first = StallsAfter {
+        recorder: Recorder::default(),
+        budget: Arc::new(AtomicUsize::new(200)),
+    };
     let consumer = ConsumerBuilder::new(&config, &group)
         .topic(&topic)
         .start(first.clone(), CancellationToken::new())
