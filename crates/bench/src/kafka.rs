@@ -218,7 +218,7 @@ fn notes(bench: &Bench, options: &Options, latency: &Measured<LatencySummary>) -
 
 /// Fails fast, with what to do, when nothing listens at any of the bootstrap servers (rather
 /// than letting librdkafka retry for the length of its timeouts).
-fn check_broker(bootstrap: &str) -> anyhow::Result<()> {
+pub fn check_broker(bootstrap: &str) -> anyhow::Result<()> {
     let answers = |server: &str| {
         // `host:port`, possibly as `PLAINTEXT://host:port`.
         let address = server.rsplit("://").next().unwrap_or(server);

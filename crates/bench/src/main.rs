@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod integration_events;
 mod kafka;
 mod progress;
 mod report;
@@ -15,14 +16,16 @@ use anyhow::Context as _;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Kafka,
+    IntegrationEvents,
 }
 
 impl Scenario {
-    const ALL: &[Self] = &[Self::Kafka];
+    const ALL: &[Self] = &[Self::Kafka, Self::IntegrationEvents];
 
     fn name(self) -> &'static str {
         match self {
             Self::Kafka => "kafka",
+            Self::IntegrationEvents => "integration-events",
         }
     }
 
@@ -31,6 +34,10 @@ impl Scenario {
             Self::Kafka => {
                 "asyncron's Producer and consumer runtime against raw rdkafka: produce and \
                  consume throughput, end-to-end latency"
+            }
+            Self::IntegrationEvents => {
+                "orders' catalog read model against a synchronous call to catalog-cache: price \
+                 lookup, POST /orders with catalog-cache up and frozen, propagation delay"
             }
         }
     }
@@ -42,6 +49,7 @@ impl Scenario {
     async fn run(self, options: &Options) -> anyhow::Result<()> {
         match self {
             Self::Kafka => kafka::run(options).await,
+            Self::IntegrationEvents => integration_events::run(options).await,
         }
     }
 }
@@ -51,7 +59,8 @@ impl Scenario {
 pub struct Options {
     /// Messages for the throughput rows.
     pub messages: usize,
-    /// Messages for the latency rows.
+    /// Messages for the latency rows (`kafka`); requests per side for the latency rows
+    /// (`integration-events`, which derives its other counts from it).
     pub samples: usize,
     /// asyncron consumer's `max_in_flight_per_partition`; `None` keeps the runtime's default.
     pub max_in_flight: Option<usize>,
@@ -80,22 +89,26 @@ fn usage() -> String {
                     scenarios:\n"
         .to_owned();
     for scenario in Scenario::ALL {
-        let _ = writeln!(text, "  {:<10} {}", scenario.name(), scenario.about());
+        let _ = writeln!(text, "  {:<20} {}", scenario.name(), scenario.about());
     }
     let _ = write!(
         text,
         "\noptions:\n\
          \x20 --messages N        messages for the throughput rows (default {})\n\
-         \x20 --samples N         messages for the latency rows (default {})\n\
+         \x20 --samples N         messages for the latency rows; integration-events: orders per \
+         side, see its README section (default {})\n\
          \x20 --max-in-flight N   asyncron consumer's max_in_flight_per_partition \
          (default: the runtime's)\n\
          \x20 -h, --help          this text\n\n\
          environment:\n\
          \x20 KAFKA_BOOTSTRAP_SERVERS   the broker (default {})\n\
+         \x20 DATABASE_URL              integration-events: the PostgreSQL server its services' \
+         databases are created on (default {})\n\
          \x20 RUST_LOG                  client and runtime logs on stderr (default: errors only)\n",
         defaults.messages,
         defaults.samples,
         kafka::DEFAULT_BOOTSTRAP,
+        integration_events::DEFAULT_DATABASE_URL,
     );
     text
 }
@@ -198,6 +211,20 @@ mod tests {
         assert_eq!(
             parse(&["kafka"]).unwrap(),
             Command::Run(Scenario::Kafka, Options::default())
+        );
+    }
+
+    #[test]
+    fn integration_events_is_a_scenario() {
+        assert_eq!(
+            parse(&["integration-events", "--samples", "100"]).unwrap(),
+            Command::Run(
+                Scenario::IntegrationEvents,
+                Options {
+                    samples: 100,
+                    ..Options::default()
+                }
+            )
         );
     }
 

@@ -38,6 +38,13 @@ impl LatencyHistogram {
             .saturating_record(received_micros.saturating_sub(sent_micros).max(1));
     }
 
+    /// Records a latency measured on one clock (an [`std::time::Instant`] difference), with the
+    /// same bounds as [`Self::record_between`].
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.histogram.saturating_record(micros.max(1));
+    }
+
     pub fn summary(&self) -> LatencySummary {
         let at = |quantile| Duration::from_micros(self.histogram.value_at_quantile(quantile));
         LatencySummary {
@@ -49,7 +56,7 @@ impl LatencyHistogram {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LatencySummary {
     pub samples: u64,
     pub p50: Duration,
@@ -94,6 +101,18 @@ mod tests {
         histogram.record_between(2_000, 1_000);
         histogram.record_between(0, u64::MAX);
         assert_eq!(histogram.summary().samples, 2);
+    }
+
+    #[test]
+    fn durations_are_recorded_in_micros() {
+        let mut histogram = LatencyHistogram::default();
+        histogram.record(Duration::from_micros(1_500));
+        histogram.record(Duration::ZERO);
+        histogram.record(Duration::from_hours(1));
+        let summary = histogram.summary();
+        assert_eq!(summary.samples, 3);
+        assert!(summary.p50.as_micros().abs_diff(1_500) <= 2, "{summary:?}");
+        assert!(summary.max >= Duration::from_secs(59), "{summary:?}");
     }
 
     #[test]
