@@ -172,6 +172,13 @@ if [[ -n ${HTTP_ADDR:-} ]]; then
 fi
 unset HTTP_ADDR
 
+# notifications refuses to enable its /admin routes without a token. Locally a well-known token
+# keeps the stack starting without setup; set ADMIN_TOKEN to use your own.
+if [[ -z ${ADMIN_TOKEN:-} ]]; then
+  export ADMIN_TOKEN=local-admin-token
+  log "ADMIN_TOKEN is unset: notifications' /admin routes accept 'Bearer local-admin-token'"
+fi
+
 build_args=()
 for name in "${services[@]}"; do
   build_args+=(-p "$name")

@@ -1,17 +1,340 @@
-use platform::config::{CommonConfig, ConfigError, Env};
+use std::fmt;
+use std::time::Duration;
+
+use platform::config::{CommonConfig, ConfigError, Env, parse_duration};
+use reqwest::Url;
 
 pub const SERVICE_NAME: &str = "notifications";
+
+/// The queue this service works off; the name is part of the contract
+/// (`docs/contracts/notifications.tasks.v1.md`).
+pub const DEFAULT_TASKS_TOPIC: &str = "notifications.tasks.v1";
+
+const DEFAULT_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_mins(1),
+];
+const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the service reads from its environment; see `.env.example`.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub common: CommonConfig,
+    /// `KAFKA_CONSUMER_GROUP_PREFIX` (default `notifications`): the task worker's consumer group.
+    /// Replicas share it, and so split the queue's partitions between them; a second deployment
+    /// with a database of its own on the same Kafka cluster (each test, say) needs its own, or
+    /// the two would take tasks away from each other.
+    pub consumer_group_prefix: String,
+    /// `NOTIFY_TASKS_TOPIC` (default `notifications.tasks.v1`): the queue's main topic; its retry
+    /// and dead-letter topics are named after it. Only tests change it, to get a queue of their
+    /// own: producers such as orders always publish to `notifications.tasks.v1`.
+    pub tasks_topic: String,
+    /// `NOTIFY_RETRY_DELAYS` (default `1s,10s,60s`): how long a failed task waits on each retry
+    /// level before its next attempt. After the last level it goes to the dead-letter topic.
+    pub retry_delays: Vec<Duration>,
+    pub provider: ProviderConfig,
+    pub admin: AdminConfig,
 }
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             common: CommonConfig::from_env(env, SERVICE_NAME, 8083, "notifications")?,
+            consumer_group_prefix: env.string_or("KAFKA_CONSUMER_GROUP_PREFIX", SERVICE_NAME),
+            tasks_topic: env.string_or("NOTIFY_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
+            retry_delays: retry_delays(env)?,
+            provider: ProviderConfig::from_env(env)?,
+            admin: AdminConfig::from_env(env)?,
         })
+    }
+}
+
+/// How notifications leave the service (`NOTIFY_PROVIDER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderConfig {
+    /// `log`, the default: each notification is written to the log and nothing is sent. For
+    /// running the system locally.
+    Log,
+    /// `webhook`: each notification is sent as a JSON POST to `url` (`NOTIFY_WEBHOOK_URL`, required),
+    /// and a call may take `timeout` (`NOTIFY_WEBHOOK_TIMEOUT`, default `5s`).
+    Webhook { url: Url, timeout: Duration },
+}
+
+impl ProviderConfig {
+    /// Reads `NOTIFY_PROVIDER`, and for `webhook` `NOTIFY_WEBHOOK_URL` and
+    /// `NOTIFY_WEBHOOK_TIMEOUT`, which mean nothing otherwise.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.string_or("NOTIFY_PROVIDER", "log").as_str() {
+            "log" => Ok(Self::Log),
+            "webhook" => Ok(Self::Webhook {
+                url: webhook_url(env)?,
+                timeout: webhook_timeout(env)?,
+            }),
+            other => Err(invalid(
+                "NOTIFY_PROVIDER",
+                other,
+                "use log (only log notifications) or webhook (POST them to NOTIFY_WEBHOOK_URL)",
+            )),
+        }
+    }
+}
+
+/// The DLQ admin endpoints (`ADMIN_ROUTES`, default `true`) and the token that guards them
+/// (`ADMIN_TOKEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminConfig {
+    /// `ADMIN_ROUTES=false`: `/admin/...` does not exist (404).
+    Disabled,
+    /// `/admin/...` answers requests with `Authorization: Bearer <token>`, and only those.
+    Enabled { token: AdminToken },
+}
+
+impl AdminConfig {
+    /// With the routes enabled, `ADMIN_TOKEN` is required: there is no default token, because
+    /// a default that works is a default that stays in production.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if !env.parse_or("ADMIN_ROUTES", true)? {
+            return Ok(Self::Disabled);
+        }
+        let token = env.get("ADMIN_TOKEN").ok_or_else(|| {
+            invalid(
+                "ADMIN_TOKEN",
+                "",
+                "required while ADMIN_ROUTES is true (the default): set a long random token, \
+                 e.g. `openssl rand -hex 32`, or ADMIN_ROUTES=false",
+            )
+        })?;
+        Ok(Self::Enabled {
+            token: AdminToken(token),
+        })
+    }
+}
+
+/// The bearer token of the admin endpoints. Its `Debug` hides it: the configuration is logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+/// `NOTIFY_RETRY_DELAYS`: durations separated by commas, one per retry level, e.g. `1s,10s,60s`.
+fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
+    let Some(value) = env.get("NOTIFY_RETRY_DELAYS") else {
+        return Ok(DEFAULT_RETRY_DELAYS.to_vec());
+    };
+    value
+        .split(',')
+        .map(parse_duration)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| {
+            invalid(
+                "NOTIFY_RETRY_DELAYS",
+                &value,
+                &format!("{reason}; write one duration per retry level, e.g. 1s,10s,60s"),
+            )
+        })
+}
+
+fn webhook_url(env: &Env) -> Result<Url, ConfigError> {
+    let value = env.get("NOTIFY_WEBHOOK_URL").ok_or_else(|| {
+        invalid(
+            "NOTIFY_WEBHOOK_URL",
+            "",
+            "required with NOTIFY_PROVIDER=webhook: the URL notifications are POSTed to",
+        )
+    })?;
+    let url = Url::parse(&value)
+        .map_err(|error| invalid("NOTIFY_WEBHOOK_URL", &value, &error.to_string()))?;
+    // The workspace builds reqwest without TLS (see the root Cargo.toml): the provider must be
+    // reachable over plain HTTP, e.g. a mail gateway on the private network.
+    if url.scheme() != "http" {
+        return Err(invalid(
+            "NOTIFY_WEBHOOK_URL",
+            url.as_str(),
+            "an http:// URL is required (the service is built without TLS)",
+        ));
+    }
+    Ok(url)
+}
+
+fn webhook_timeout(env: &Env) -> Result<Duration, ConfigError> {
+    let timeout = env.duration_or("NOTIFY_WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT)?;
+    if timeout.is_zero() {
+        return Err(invalid(
+            "NOTIFY_WEBHOOK_TIMEOUT",
+            "0",
+            "must be longer than zero, or every call fails",
+        ));
+    }
+    Ok(timeout)
+}
+
+fn invalid(variable: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        variable: variable.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        Env::from_pairs(pairs.iter().copied())
+    }
+
+    /// What every test needs to get past the admin check.
+    const TOKEN: (&str, &str) = ("ADMIN_TOKEN", "s3cret");
+
+    #[test]
+    fn defaults_log_notifications_and_retry_after_1_10_and_60_seconds() {
+        let config = Config::from_env(&env(&[TOKEN])).unwrap();
+
+        assert_eq!(config.consumer_group_prefix, "notifications");
+        assert_eq!(config.tasks_topic, "notifications.tasks.v1");
+        assert_eq!(
+            config.retry_delays,
+            [
+                Duration::from_secs(1),
+                Duration::from_secs(10),
+                Duration::from_mins(1)
+            ]
+        );
+        assert_eq!(config.provider, ProviderConfig::Log);
+        assert_eq!(
+            config.admin,
+            AdminConfig::Enabled {
+                token: AdminToken::new("s3cret")
+            }
+        );
+    }
+
+    #[test]
+    fn the_webhook_provider_reads_its_url_and_timeout() {
+        let provider = |pairs: &[(&str, &str)]| ProviderConfig::from_env(&env(pairs)).unwrap();
+
+        assert_eq!(
+            provider(&[
+                ("NOTIFY_PROVIDER", "webhook"),
+                ("NOTIFY_WEBHOOK_URL", "http://mail-gateway:8025/send"),
+            ]),
+            ProviderConfig::Webhook {
+                url: Url::parse("http://mail-gateway:8025/send").unwrap(),
+                timeout: Duration::from_secs(5),
+            }
+        );
+        assert_eq!(
+            provider(&[
+                ("NOTIFY_PROVIDER", "webhook"),
+                ("NOTIFY_WEBHOOK_URL", "http://127.0.0.1:9000"),
+                ("NOTIFY_WEBHOOK_TIMEOUT", "300ms"),
+            ]),
+            ProviderConfig::Webhook {
+                url: Url::parse("http://127.0.0.1:9000").unwrap(),
+                timeout: Duration::from_millis(300),
+            }
+        );
+        // Without `webhook`, its variables are not even read.
+        assert_eq!(
+            provider(&[("NOTIFY_WEBHOOK_TIMEOUT", "soon")]),
+            ProviderConfig::Log
+        );
+    }
+
+    #[test]
+    fn retry_delays_are_a_list_of_durations() {
+        let config = Config::from_env(&env(&[
+            TOKEN,
+            ("NOTIFY_RETRY_DELAYS", "200ms, 400ms,1m"),
+            ("NOTIFY_TASKS_TOPIC", "notifications.tasks-test"),
+            ("KAFKA_CONSUMER_GROUP_PREFIX", "notifications-staging"),
+        ]))
+        .unwrap();
+
+        assert_eq!(
+            config.retry_delays,
+            [
+                Duration::from_millis(200),
+                Duration::from_millis(400),
+                Duration::from_mins(1)
+            ]
+        );
+        assert_eq!(config.tasks_topic, "notifications.tasks-test");
+        assert_eq!(config.consumer_group_prefix, "notifications-staging");
+    }
+
+    #[test]
+    fn admin_routes_need_a_token_unless_they_are_disabled() {
+        let error = Config::from_env(&env(&[])).unwrap_err().to_string();
+        assert!(error.contains("ADMIN_TOKEN"), "{error}");
+
+        let config = Config::from_env(&env(&[("ADMIN_ROUTES", "false")])).unwrap();
+        assert_eq!(config.admin, AdminConfig::Disabled);
+    }
+
+    #[test]
+    fn the_token_stays_out_of_debug_output() {
+        let config = Config::from_env(&env(&[TOKEN])).unwrap();
+
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("AdminToken(***)"), "{debug}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (pairs, variable) in [
+            (&[("NOTIFY_PROVIDER", "smtp")][..], "NOTIFY_PROVIDER"),
+            (&[("NOTIFY_PROVIDER", "webhook")][..], "NOTIFY_WEBHOOK_URL"),
+            (
+                &[
+                    ("NOTIFY_PROVIDER", "webhook"),
+                    ("NOTIFY_WEBHOOK_URL", "mail-gateway"),
+                ][..],
+                "NOTIFY_WEBHOOK_URL",
+            ),
+            (
+                &[
+                    ("NOTIFY_PROVIDER", "webhook"),
+                    ("NOTIFY_WEBHOOK_URL", "https://mail.example.com"),
+                ][..],
+                "NOTIFY_WEBHOOK_URL",
+            ),
+            (
+                &[
+                    ("NOTIFY_PROVIDER", "webhook"),
+                    ("NOTIFY_WEBHOOK_URL", "http://mail"),
+                    ("NOTIFY_WEBHOOK_TIMEOUT", "0s"),
+                ][..],
+                "NOTIFY_WEBHOOK_TIMEOUT",
+            ),
+            (
+                &[("NOTIFY_RETRY_DELAYS", "1s,,10s")][..],
+                "NOTIFY_RETRY_DELAYS",
+            ),
+            (&[("NOTIFY_RETRY_DELAYS", "1")][..], "NOTIFY_RETRY_DELAYS"),
+            (&[("ADMIN_ROUTES", "yes")][..], "ADMIN_ROUTES"),
+        ] {
+            let mut pairs = pairs.to_vec();
+            pairs.push(TOKEN);
+            let error = Config::from_env(&env(&pairs)).unwrap_err().to_string();
+            assert!(error.contains(variable), "{pairs:?}: {error}");
+        }
     }
 }

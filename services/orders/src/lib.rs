@@ -3,6 +3,7 @@
 mod catalog;
 mod config;
 mod error;
+mod notification_tasks;
 mod orders;
 mod pricing;
 mod routes;
@@ -17,12 +18,14 @@ use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use sqlx::PgPool;
+use task_queue::{RetryLevels, TaskQueue};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{CatalogLookup, Config, SERVICE_NAME};
 
 use crate::catalog::{CatalogProducts, PRODUCTS_TOPIC};
+use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
 use crate::orders::ORDERS_TOPIC;
 use crate::pricing::PriceLookup;
 use crate::routes::AppState;
@@ -42,7 +45,8 @@ pub struct Application {
 impl Application {
     /// Connects to the database (creating it and running the migrations: the service's own, the
     /// read models' revision records and the outbox) and to the broker, provisions
-    /// `orders.orders.v1` and binds the HTTP port. Fails fast, naming what is wrong.
+    /// `orders.orders.v1` and notifications' `notifications.tasks.v1`, and binds the HTTP port.
+    /// Fails fast, naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
@@ -57,10 +61,24 @@ impl Application {
             .ensure_topics(&[ORDERS_TOPIC.spec()])
             .await
             .with_context(|| format!("Failed to provision {}", ORDERS_TOPIC.name()))?;
+        // notifications provisions its queue too, with the retry and dead-letter topics that
+        // only it uses. orders provisions the main topic, the one it publishes to, so that
+        // placing orders does not depend on notifications having started once; the settings
+        // come from the task queue, the same on both sides.
+        let tasks_topic =
+            task_queue::queue_topics(NOTIFICATIONS_TASKS_TOPIC, &RetryLevels::default())
+                .into_iter()
+                .filter(|spec| spec.name == NOTIFICATIONS_TASKS_TOPIC)
+                .collect::<Vec<_>>();
+        producer
+            .ensure_topics(&tasks_topic)
+            .await
+            .with_context(|| format!("Failed to provision {NOTIFICATIONS_TASKS_TOPIC}"))?;
 
         let state = AppState {
             pool: pool.clone(),
             prices: PriceLookup::new(&config.catalog_lookup, pool.clone())?,
+            notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
         };
         let health = Health::new()
             .with(PostgresCheck(pool.clone()))

@@ -1,5 +1,5 @@
 //! Orders: placing one (validate it, price it from the catalog, store it together with its
-//! `OrderPlaced` event) and reading one back.
+//! `OrderPlaced` event and its `SendOrderConfirmation` task) and reading one back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -8,11 +8,13 @@ use chrono::{DateTime, Utc};
 use integration_events::{EntityTopic, EventEnvelope};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
+use task_queue::TaskQueue;
 use uuid::Uuid;
 
 use crate::SERVICE_NAME;
 use crate::catalog::CatalogProduct;
 use crate::error::ApiError;
+use crate::notification_tasks::SendOrderConfirmation;
 use crate::pricing::PriceLookup;
 
 /// Where orders announces every change of an order; see `docs/contracts/orders.orders.v1.md`.
@@ -88,12 +90,14 @@ struct PricedItems {
     currency: String,
 }
 
-/// Places an order: validates it, prices it with `prices` and stores it and its `OrderPlaced`
-/// event in one transaction. With the default [`PriceLookup::Local`] nothing here leaves the
-/// service's own database.
+/// Places an order: validates it, prices it with `prices` and stores it, its `OrderPlaced`
+/// event and its `SendOrderConfirmation` task (for notifications) in one transaction. With the
+/// default [`PriceLookup::Local`] nothing here leaves the service's own database: the event and
+/// the task wait in the outbox, and the confirmation is sent later, without the client waiting.
 pub async fn place(
     pool: &PgPool,
     prices: &PriceLookup,
+    notifications: &TaskQueue,
     request: PlaceOrder,
 ) -> Result<Order, ApiError> {
     validate(&request)?;
@@ -106,7 +110,7 @@ pub async fn place(
     product_ids.dedup();
     let catalog = prices.products(&product_ids).await?;
     let priced_items = price(&request.items, &catalog)?;
-    Ok(insert(pool, &request, priced_items).await?)
+    Ok(insert(pool, notifications, &request, priced_items).await?)
 }
 
 /// The order with its items, if it exists.
@@ -236,9 +240,15 @@ fn price(
     })
 }
 
-/// Stores the order, its items and its `OrderPlaced` event in one transaction: the event is
-/// published if, and only if, the order exists.
-async fn insert(pool: &PgPool, request: &PlaceOrder, priced: PricedItems) -> anyhow::Result<Order> {
+/// Stores the order, its items, its `OrderPlaced` event and its `SendOrderConfirmation` task in
+/// one transaction: the event is published and the task enqueued if, and only if, the order
+/// exists.
+async fn insert(
+    pool: &PgPool,
+    notifications: &TaskQueue,
+    request: &PlaceOrder,
+    priced: PricedItems,
+) -> anyhow::Result<Order> {
     let order_id = Uuid::now_v7();
     let status = OrderStatus::PendingPayment;
     let mut tx = pool
@@ -313,6 +323,16 @@ async fn insert(pool: &PgPool, request: &PlaceOrder, priced: PricedItems) -> any
         .record(&mut tx, &event, ORDER_PLACED)
         .await
         .context("Failed to record the OrderPlaced event")?;
+    let confirmation = SendOrderConfirmation {
+        order_id,
+        customer_email: request.customer_email.clone(),
+        total_cents: order.total_cents,
+        currency: order.currency.clone(),
+    };
+    notifications
+        .enqueue_in(&mut tx, &confirmation)
+        .await
+        .context("Failed to enqueue the SendOrderConfirmation task")?;
 
     tx.commit()
         .await

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use platform::http::{Json, Path};
 use sqlx::PgPool;
+use task_queue::TaskQueue;
 use uuid::Uuid;
 
 use crate::catalog::{self, SyncedProduct};
@@ -21,6 +22,8 @@ use crate::pricing::PriceLookup;
 pub struct AppState {
     pub pool: PgPool,
     pub prices: PriceLookup,
+    /// notifications' task queue, `notifications.tasks.v1`.
+    pub notifications: TaskQueue,
 }
 
 /// The service's own routes; `platform::http::app` adds health, metrics and the middleware.
@@ -33,7 +36,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// 201 with the order, priced from the read model (or, in the benchmark baseline, from
-/// catalog-cache), and a `Location` header with its URL.
+/// catalog-cache), and a `Location` header with its URL. The confirmation is only enqueued:
+/// the answer does not wait for it to be sent.
 #[tracing::instrument(
     name = "orders.place",
     skip_all,
@@ -43,7 +47,7 @@ async fn place_order(
     State(state): State<AppState>,
     Json(request): Json<PlaceOrder>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let order = orders::place(&state.pool, &state.prices, request).await?;
+    let order = orders::place(&state.pool, &state.prices, &state.notifications, request).await?;
     tracing::Span::current().record("order_id", tracing::field::display(order.order_id));
     tracing::info!(total_cents = order.total_cents, "order placed");
     let location = format!("/orders/{}", order.order_id);

@@ -1,5 +1,6 @@
 //! What the tests share: `spawn_app()` with a typed client for the service, products published
-//! as catalog-cache would publish them, and a reader for `orders.orders.v1`.
+//! as catalog-cache would publish them, and a reader for `orders.orders.v1` and
+//! `notifications.tasks.v1`.
 //!
 //! The topics are fixed by their contracts and the broker is shared by every test (and keeps
 //! what earlier runs published), so each test uses product ids of its own and finds its order
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 pub const PRODUCTS_TOPIC: &str = "catalog-cache.products.v1";
 pub const ORDERS_TOPIC: &str = "orders.orders.v1";
+pub const NOTIFICATIONS_TASKS_TOPIC: &str = "notifications.tasks.v1";
 /// Long enough for a consumer group join and a few event hops on a busy 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -264,38 +266,57 @@ impl CatalogCache {
 /// The first message on `orders.orders.v1` keyed `key`, read from the beginning with a consumer
 /// group of its own.
 pub async fn order_event(key: &str) -> Message {
+    let key = key.to_owned();
+    first_message(ORDERS_TOPIC, &format!("keyed {key}"), move |message| {
+        message.key_str() == Some(key.as_str())
+    })
+    .await
+}
+
+/// The first `SendOrderConfirmation` task with id `task_id` on `notifications.tasks.v1`.
+pub async fn confirmation_task(task_id: Uuid) -> Message {
+    let task_id = task_id.to_string();
+    first_message(
+        NOTIFICATIONS_TASKS_TOPIC,
+        &format!("with message_id {task_id}"),
+        move |message| message.message_id() == Some(task_id.as_str()),
+    )
+    .await
+}
+
+/// The first message on `topic` that `matches`, read from the beginning with a consumer group
+/// of its own. `what` describes the message for the timeout's panic.
+async fn first_message(
+    topic: &str,
+    what: &str,
+    matches: impl Fn(&Message) -> bool + Send + Sync + 'static,
+) -> Message {
     let config = KafkaConfig::new(kafka_bootstrap_servers().await, "orders-tests");
     let (found, mut receiver) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let consumer = ConsumerBuilder::new(&config, unique_name("orders-test-reader"))
-        .topic(ORDERS_TOPIC)
-        .start(
-            ForwardKey {
-                key: key.to_owned(),
-                found,
-            },
-            shutdown.clone(),
-        )
+        .topic(topic)
+        .start(Forward { matches, found }, shutdown.clone())
         .await
         .expect("the reader starts");
     let message = tokio::time::timeout(DEADLINE, receiver.recv())
         .await
-        .unwrap_or_else(|_| panic!("no message keyed {key} on {ORDERS_TOPIC} within {DEADLINE:?}"))
+        .unwrap_or_else(|_| panic!("no message {what} on {topic} within {DEADLINE:?}"))
         .expect("the reader is running");
     shutdown.cancel();
     consumer.wait().await.expect("the reader stops cleanly");
     message
 }
 
-/// Hands the messages with one key to the test; skips every other.
-struct ForwardKey {
-    key: String,
+/// Hands the messages that match to the test; skips every other.
+struct Forward<F> {
+    matches: F,
     found: mpsc::UnboundedSender<Message>,
 }
 
-impl Handler for ForwardKey {
+impl<F: Fn(&Message) -> bool + Send + Sync + 'static> Handler for Forward<F> {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        if message.key_str() == Some(self.key.as_str()) {
+        if (self.matches)(message) {
             // The test may have stopped listening after the first one.
             let _ = self.found.send(message.clone());
         }

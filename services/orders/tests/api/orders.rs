@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    CatalogCache, Product, TestApp, contract_example, order_event, shape, spawn_app, spawn_app_with,
+    CatalogCache, Product, TestApp, confirmation_task, contract_example, order_event, shape,
+    spawn_app, spawn_app_with,
 };
 
 fn order_of(items: &[(&Product, i32)]) -> Value {
@@ -134,6 +135,55 @@ async fn order_placed_is_published_keyed_by_the_order_id() {
     assert_eq!(
         shape(&event),
         shape(&contract_example("orders.orders.v1/order-placed.json"))
+    );
+}
+
+/// The confirmation is enqueued with the order, through the outbox, for notifications to send;
+/// the 201 does not wait for it. notifications does not run here: the test reads the task from
+/// the queue as notifications' worker would.
+#[tokio::test]
+async fn a_placed_order_enqueues_its_confirmation_for_notifications() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    catalog.seed(&app, &cup).await;
+
+    let response = app.post_order(&order_of(&[(&cup, 2)])).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let order: Value = response.json().await.unwrap();
+    let order_id: Uuid = serde_json::from_value(order["order_id"].clone()).unwrap();
+
+    // The contract's task id: one per order, so enqueuing it twice would deliver it once.
+    let task_id = Uuid::new_v5(&order_id, b"SendOrderConfirmation");
+    let message = confirmation_task(task_id).await;
+
+    assert_eq!(message.message_type(), Some("SendOrderConfirmation"));
+    assert_eq!(message.key_str(), Some(task_id.to_string().as_str()));
+    assert_eq!(
+        message.header_str(header::CORRELATION_ID),
+        Some(request_id.as_str())
+    );
+    let task: Value = serde_json::from_slice(message.payload.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        task,
+        json!({
+            "order_id": order_id,
+            "customer_email": "ada@example.com",
+            "total_cents": 2500,
+            "currency": "EUR",
+        })
+    );
+    // Exactly the fields of the documented example, with the same types: what notifications
+    // reads.
+    assert_eq!(
+        shape(&task),
+        shape(&contract_example(
+            "notifications.tasks.v1/send-order-confirmation.json"
+        ))
     );
 }
 

@@ -1,0 +1,137 @@
+//! What a service writes: a [`Task`], its [`TaskHandler`], and the [`TaskError`] that says
+//! whether trying again can help.
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// A unit of work. The serde form is the message payload (JSON); `NAME` is the Kafka
+/// `message_type` header and the name the worker dispatches by.
+///
+/// ```
+/// use task_queue::Task;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct SendOrderConfirmation {
+///     order_id: uuid::Uuid,
+///     email: String,
+/// }
+///
+/// impl Task for SendOrderConfirmation {
+///     // Imperative: a task asks for something to be done.
+///     const NAME: &'static str = "SendOrderConfirmation";
+/// }
+/// ```
+pub trait Task: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const NAME: &'static str;
+
+    /// Tasks with the same key go to the same partition and run one after the other, but only
+    /// while they stay on the main topic: once a task moves to a retry topic, later tasks of its
+    /// key overtake it. Tasks that must never be reordered use blocking retries
+    /// ([`crate::RetryLevels::blocking_attempts`]). Default: none (the task id is the key, so
+    /// tasks spread over all partitions).
+    fn ordering_key(&self) -> Option<String> {
+        None
+    }
+
+    /// Set it to deduplicate: tasks with the same id run once. Derive it from what makes the
+    /// task unique *and* from the task type (e.g. the order id and `NAME`), because ids are
+    /// unique across every task type in the database. Default: a new UUID v7 per enqueue.
+    fn task_id(&self) -> Option<Uuid> {
+        None
+    }
+}
+
+/// Why a task failed, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// A passing failure (a timeout, a provider that is down): the task moves through the retry
+    /// levels and ends in the dead-letter topic if it keeps failing.
+    #[error("{0:#}")]
+    Retryable(anyhow::Error),
+    /// The task can never succeed (it breaks a rule, its data is invalid): straight to the
+    /// dead-letter topic, where it can be replayed after a fix.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl TaskError {
+    pub fn retryable(error: impl Into<anyhow::Error>) -> Self {
+        Self::Retryable(error.into())
+    }
+
+    pub fn permanent(error: impl Into<anyhow::Error>) -> Self {
+        Self::Permanent(error.into())
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable(_))
+    }
+}
+
+/// Unless a handler says otherwise, an error is worth retrying, so `?` on an `anyhow::Result`
+/// (e.g. after `.context(..)`) gives a retryable failure.
+impl From<anyhow::Error> for TaskError {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Retryable(error)
+    }
+}
+
+/// What a handler gets besides the task.
+///
+/// `conn` is the open transaction in which the worker records the execution in
+/// `task_executions`: write the task's effect through it, so that the effect and "task done"
+/// commit together. Delivery is at least once; effects written here happen effectively once.
+#[derive(Debug)]
+pub struct TaskContext<'a> {
+    pub task_id: Uuid,
+    /// 1-based, counted across blocking attempts and retry levels.
+    pub attempt: u32,
+    pub conn: &'a mut PgConnection,
+}
+
+/// Runs tasks of one type. Register it with [`crate::Worker::register`].
+///
+/// ```
+/// use task_queue::{Task, TaskContext, TaskError, TaskHandler};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct SendOrderConfirmation { order_id: uuid::Uuid }
+/// impl Task for SendOrderConfirmation { const NAME: &'static str = "SendOrderConfirmation"; }
+///
+/// struct SendConfirmations;
+///
+/// impl TaskHandler<SendOrderConfirmation> for SendConfirmations {
+///     async fn handle(&self, task: SendOrderConfirmation, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+///         // An external call would go here, with `ctx.task_id` as the provider's idempotency key.
+///         sqlx::query("INSERT INTO sent_confirmations (order_id) VALUES ($1)")
+///             .bind(task.order_id)
+///             .execute(&mut *ctx.conn)
+///             .await
+///             .map_err(anyhow::Error::from)?; // retryable
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait TaskHandler<T: Task>: Send + Sync + 'static {
+    fn handle(
+        &self,
+        task: T,
+        ctx: &mut TaskContext<'_>,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
+/// Limits for one task type, per worker (i.e. per process: with three replicas the queue as a
+/// whole runs up to three times as much).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskOptions {
+    /// At most this many tasks of the type run at once. `None`: as many as the consumer hands
+    /// out (each holds a database connection, so the pool size bounds it in practice).
+    pub concurrency: Option<usize>,
+    /// At most this many tasks of the type start per second, with bursts of up to one
+    /// second's worth. `None`: no limit.
+    pub rate_limit_per_sec: Option<f64>,
+}

@@ -1,0 +1,305 @@
+//! The consuming side: [`Worker`] runs the registered handlers on the main topic and the retry
+//! topics, and indexes the dead-letter topic.
+
+mod level;
+mod limits;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use kafka::{ConsumerBuilder, KafkaConfig, Producer, RetryPolicy, RunningConsumer};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letters::DeadLetterIndex;
+use crate::queue::queue_topics;
+use crate::{RetryLevels, Task, TaskContext, TaskError, TaskHandler, TaskOptions};
+use level::{LevelHandler, Shared};
+use limits::Limits;
+
+/// How the consumer runtime treats a message whose handling failed for a reason *other* than the
+/// task: the database refused the execution transaction, a retry or dead-letter publish failed,
+/// or the worker is stopping. The task's outcome is not decided, so the message is retried in
+/// place, with backoff, for as long as it takes; it is never acknowledged before. Only messages
+/// of the same key wait, and a partition that fills up is paused by the runtime.
+const UNDECIDED_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    initial_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(10),
+};
+
+/// A worker for one queue: consumes the main topic and the retry topics, and indexes the
+/// dead-letter topic into the `dead_letters` table.
+///
+/// ```no_run
+/// # use task_queue::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct SendEmail;
+/// # impl Task for SendEmail { const NAME: &'static str = "SendEmail"; }
+/// # struct Mailer;
+/// # impl TaskHandler<SendEmail> for Mailer {
+/// #     async fn handle(&self, _: SendEmail, _: &mut TaskContext<'_>) -> Result<(), TaskError> { Ok(()) }
+/// # }
+/// # async fn f(pool: sqlx::PgPool, kafka: kafka::KafkaConfig, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+/// task_queue::migrate(&pool).await?;
+/// let worker = Worker::new(pool, &kafka, "notifications", "notifications.tasks")
+///     .retry(RetryLevels::default())
+///     .register(Mailer, TaskOptions { concurrency: Some(8), rate_limit_per_sec: Some(50.0) })
+///     .start(shutdown)
+///     .await?;
+/// worker.wait().await?; // after shutdown, or with the error that stopped it
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct Worker {
+    pool: PgPool,
+    kafka: KafkaConfig,
+    group_id: String,
+    topic: String,
+    retry: RetryLevels,
+    tasks: HashMap<&'static str, Registration>,
+    /// Registration errors, reported by `start` because the builder methods cannot fail.
+    problems: Vec<String>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("group_id", &self.group_id)
+            .field("topic", &self.topic)
+            .field("retry", &self.retry)
+            .field("tasks", &self.tasks.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// `group_id` names the consumer groups: `<group_id>` reads the main topic,
+    /// `<group_id>.retry.<n>` each retry topic and `<group_id>.dlq` the dead-letter topic.
+    pub fn new(
+        pool: PgPool,
+        kafka: &KafkaConfig,
+        group_id: impl Into<String>,
+        queue_topic: impl Into<String>,
+    ) -> Self {
+        Self {
+            pool,
+            kafka: kafka.clone(),
+            group_id: group_id.into(),
+            topic: queue_topic.into(),
+            retry: RetryLevels::default(),
+            tasks: HashMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn retry(mut self, levels: RetryLevels) -> Self {
+        self.retry = levels;
+        self
+    }
+
+    /// Runs tasks of type `T` with `handler`, within `options`' limits. One handler per type.
+    pub fn register<T: Task, H: TaskHandler<T>>(
+        mut self,
+        handler: H,
+        options: TaskOptions,
+    ) -> Self {
+        let handler: Box<dyn ErasedHandler> = Box::new(Typed {
+            handler,
+            task: PhantomData::<fn() -> T>,
+        });
+        let registration = Registration { handler, options };
+        if self.tasks.insert(T::NAME, registration).is_some() {
+            self.problems
+                .push(format!("task type `{}` is registered twice", T::NAME));
+        }
+        self
+    }
+
+    /// Provisions the topics, joins the consumer groups and runs until `shutdown` is cancelled.
+    pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+        anyhow::ensure!(
+            self.problems.is_empty(),
+            "invalid task queue worker for {}: {}",
+            self.topic,
+            self.problems.join("; ")
+        );
+        anyhow::ensure!(
+            !self.tasks.is_empty(),
+            "the task queue worker for {} has no task types registered",
+            self.topic
+        );
+        anyhow::ensure!(
+            self.retry.blocking_attempts >= 1,
+            "blocking_attempts must be at least 1 (1 means no blocking retry)"
+        );
+        let mut tasks = HashMap::new();
+        for (name, registration) in self.tasks {
+            let limits = Limits::new(registration.options)
+                .with_context(|| format!("invalid options for task type `{name}`"))?;
+            tasks.insert(
+                name,
+                level::Registered::new(name, registration.handler, limits, self.retry.delays.len()),
+            );
+        }
+
+        let producer = Producer::new(&self.kafka)?;
+        let mut topics = queue_topics(&self.topic, &self.retry);
+        // The producer remembers the topics and provisions them again should the broker lose
+        // them; each consumer does the same for the topic it reads.
+        producer
+            .ensure_topics(&topics)
+            .await
+            .with_context(|| format!("Failed to provision the topics of {}", self.topic))?;
+
+        // The worker's own token: cancelled by `shutdown`, and also when one of its consumers
+        // fails, so that the worker stops as a whole.
+        let stop = shutdown.child_token();
+        let shared = Arc::new(Shared {
+            pool: self.pool.clone(),
+            producer,
+            topic: self.topic.clone(),
+            retry: self.retry,
+            tasks,
+            stop: stop.clone(),
+        });
+        let mut running = RunningWorker {
+            consumers: Vec::new(),
+            stop: stop.clone(),
+        };
+        // One consumer group member per topic: main, each retry level, dead letters.
+        let dlq = topics
+            .pop()
+            .expect("a queue's topics end with the dead-letter topic");
+        for (level, spec) in topics.into_iter().enumerate() {
+            let group = if level == 0 {
+                self.group_id.clone()
+            } else {
+                format!("{}.retry.{level}", self.group_id)
+            };
+            let handler = LevelHandler::new(shared.clone(), level);
+            let consumer = ConsumerBuilder::new(&self.kafka, &group)
+                .provisioned_topic(spec)
+                .retry(UNDECIDED_RETRY)
+                .start(handler, stop.clone())
+                .await;
+            running = running.add(group, consumer).await?;
+        }
+        let group = format!("{}.dlq", self.group_id);
+        let consumer = ConsumerBuilder::new(&self.kafka, &group)
+            .provisioned_topic(dlq)
+            .retry(UNDECIDED_RETRY)
+            .start(DeadLetterIndex::new(self.pool, &self.topic), stop)
+            .await;
+        running.add(group, consumer).await
+    }
+}
+
+/// A started worker: one consumer per topic level plus the dead-letter index.
+#[derive(Debug)]
+#[must_use = "a worker runs until shutdown; call `wait` to learn how it ended"]
+pub struct RunningWorker {
+    consumers: Vec<(String, RunningConsumer)>,
+    stop: CancellationToken,
+}
+
+impl RunningWorker {
+    /// Keeps a consumer that started; if it did not, stops the ones before it and fails.
+    async fn add(
+        mut self,
+        group: String,
+        consumer: anyhow::Result<RunningConsumer>,
+    ) -> anyhow::Result<Self> {
+        match consumer {
+            Ok(consumer) => {
+                self.consumers.push((group, consumer));
+                Ok(self)
+            }
+            Err(error) => {
+                self.stop.cancel();
+                let _ = self.wait().await;
+                Err(error.context(format!("Failed to start the consumer {group}")))
+            }
+        }
+    }
+
+    /// Resolves when every consumer stopped: `Ok` after a graceful shutdown, `Err` with the
+    /// first error if one of them failed, which also stops the others.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut waits: FuturesUnordered<_> = self
+            .consumers
+            .into_iter()
+            .map(|(group, consumer)| async move { (group, consumer.wait().await) })
+            .collect();
+        let mut first_error = None;
+        while let Some((group, result)) = waits.next().await {
+            if let Err(error) = result {
+                tracing::error!(%group, error = format!("{error:#}"), "task queue consumer failed; stopping the worker");
+                self.stop.cancel();
+                first_error.get_or_insert(error.context(format!("the consumer {group} failed")));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops like a crash would: running tasks are aborted (their transactions roll back) and
+    /// nothing more is committed, so uncommitted tasks come again. For tests and demonstrations.
+    pub async fn kill(self) {
+        futures::future::join_all(
+            self.consumers
+                .into_iter()
+                .map(|(_, consumer)| consumer.kill()),
+        )
+        .await;
+    }
+}
+
+/// A registered handler and its options, before `start` turns them into running limits.
+struct Registration {
+    handler: Box<dyn ErasedHandler>,
+    options: TaskOptions,
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A [`TaskHandler`] without its task type, so that handlers of all types fit in one map. It
+/// decodes the payload into the type it knows.
+trait ErasedHandler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        payload: &'a [u8],
+        ctx: &'a mut TaskContext<'_>,
+    ) -> BoxFuture<'a, Result<(), TaskError>>;
+}
+
+struct Typed<T, H> {
+    handler: H,
+    /// `fn() -> T`: the handler makes `T`s, it does not hold one, so `Typed` is `Send` and
+    /// `Sync` whatever `T` is.
+    task: PhantomData<fn() -> T>,
+}
+
+impl<T: Task, H: TaskHandler<T>> ErasedHandler for Typed<T, H> {
+    fn handle<'a>(
+        &'a self,
+        payload: &'a [u8],
+        ctx: &'a mut TaskContext<'_>,
+    ) -> BoxFuture<'a, Result<(), TaskError>> {
+        Box::pin(async move {
+            // A payload that does not decode never will: no retry can help.
+            let task: T = serde_json::from_slice(payload).map_err(|error| {
+                TaskError::permanent(
+                    anyhow::Error::new(error)
+                        .context(format!("the payload is not a valid {} task", T::NAME)),
+                )
+            })?;
+            self.handler.handle(task, ctx).await
+        })
+    }
+}

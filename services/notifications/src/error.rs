@@ -1,0 +1,75 @@
+//! [`ApiError`]: everything a request can fail with, and the problem response for each.
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::response::{IntoResponse, Response};
+use platform::http::Problem;
+use uuid::Uuid;
+
+/// Why a request failed. Malformed requests (a query parameter or path segment that does not
+/// parse, an unknown `kind`) do not get this far: the extractors answer them with a 400 problem
+/// themselves. `?` turns any other error (`anyhow`) into [`ApiError::Internal`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: a query parameter is out of range; what is wrong, keyed by parameter.
+    #[error("invalid query parameters: {0:?}")]
+    InvalidQuery(BTreeMap<String, String>),
+
+    /// 404: no dead letter with this task id waits in the dead-letter list (never
+    /// dead-lettered, or already replayed or dropped).
+    #[error("task {0} is not in the dead-letter list")]
+    DeadLetterNotFound(Uuid),
+
+    /// 401 on the admin endpoints, with `WWW-Authenticate: Bearer`.
+    #[error("unauthorized: {0:?}")]
+    Unauthorized(Credentials),
+
+    /// 500: a bug, or an outage of the database or the broker. Logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// What was wrong with the credentials of an admin request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    /// No `Authorization: Bearer …` header.
+    Missing,
+    /// A bearer token that is not `ADMIN_TOKEN`.
+    Wrong,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::InvalidQuery(errors) => Problem::bad_request(
+                "A query parameter is invalid; `errors` says what is wrong with each.",
+            )
+            .with_extension("errors", serde_json::json!(errors)),
+            Self::DeadLetterNotFound(task_id) => Problem::not_found(format!(
+                "Task {task_id} is not in the dead-letter list: it was never dead-lettered, or \
+                 it was replayed or dropped already."
+            )),
+            Self::Unauthorized(credentials) => return unauthorized(credentials),
+            Self::Internal(error) => Problem::internal(&error),
+        };
+        problem.into_response()
+    }
+}
+
+/// 401 with the challenge of RFC 6750: `error="invalid_token"` when a token was given.
+fn unauthorized(credentials: Credentials) -> Response {
+    let (challenge, detail) = match credentials {
+        Credentials::Missing => (
+            r#"Bearer realm="notifications-admin""#,
+            "The admin endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
+        ),
+        Credentials::Wrong => (
+            r#"Bearer realm="notifications-admin", error="invalid_token""#,
+            "The bearer token is not the admin token.",
+        ),
+    };
+    let problem = Problem::new(StatusCode::UNAUTHORIZED).with_detail(detail);
+    ([(WWW_AUTHENTICATE, challenge)], problem).into_response()
+}

@@ -1,0 +1,67 @@
+//! The task-queue worker of `notifications.tasks.v1`: every task becomes a notification, is
+//! handed to the provider and recorded.
+
+use kafka::KafkaConfig;
+use sqlx::PgPool;
+use task_queue::{RetryLevels, TaskContext, TaskError, TaskHandler, TaskOptions, Worker};
+
+use crate::config::Config;
+use crate::notification::{Notification, Provider};
+use crate::store;
+use crate::tasks::{
+    Notify, SendExportReady, SendOrderCancelled, SendOrderConfirmation, SendPaymentReminder,
+};
+
+/// A worker for the tasks of `config.tasks_topic`, with a handler for each task type.
+///
+/// What it does not know ends up in the dead-letter topic, at once: a payload that is not the
+/// JSON of its type, or a type without a handler.
+pub fn worker(pool: PgPool, kafka: &KafkaConfig, config: &Config, provider: Provider) -> Worker {
+    let deliver = Deliver { provider };
+    Worker::new(
+        pool,
+        kafka,
+        config.consumer_group_prefix.clone(),
+        config.tasks_topic.clone(),
+    )
+    .retry(RetryLevels {
+        delays: config.retry_delays.clone(),
+        // Every retry goes through a retry topic: a failing notification never holds up the
+        // ones behind it on its partition.
+        blocking_attempts: 1,
+    })
+    .register::<SendOrderConfirmation, _>(deliver.clone(), TaskOptions::default())
+    .register::<SendOrderCancelled, _>(deliver.clone(), TaskOptions::default())
+    .register::<SendPaymentReminder, _>(deliver.clone(), TaskOptions::default())
+    .register::<SendExportReady, _>(deliver, TaskOptions::default())
+}
+
+/// The handler of every task type: deliver, then record the delivery.
+#[derive(Debug, Clone)]
+struct Deliver {
+    provider: Provider,
+}
+
+impl<T: Notify> TaskHandler<T> for Deliver {
+    /// The record goes through `ctx.conn`, the transaction in which the worker marks the task
+    /// done: the row exists if and only if the task counts as done.
+    ///
+    /// Between the provider's answer and that commit the process can die, or the commit fail;
+    /// Kafka then delivers the task again and the provider is called a second time. That is
+    /// what the `Idempotency-Key` header (the task id, the same on every attempt) is for: the
+    /// provider recognises the notification and does not send it twice.
+    async fn handle(&self, task: T, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        let notification = Notification::new(ctx.task_id, task.message());
+        self.provider.deliver(&notification).await?;
+        store::record(ctx.conn, &notification, ctx.attempt)
+            .await
+            .map_err(TaskError::retryable)?;
+        tracing::info!(
+            task_id = %notification.task_id,
+            kind = ?notification.kind,
+            attempt = ctx.attempt,
+            "notification delivered"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,9 @@
+//! The service over real HTTP, with a real database and broker, and a fake provider behind the
+//! webhook. One test binary: the modules share `helpers` and are linked once.
+
+mod admin;
+mod dead_letters;
+mod delivery;
+mod health;
+mod helpers;
+mod notifications;

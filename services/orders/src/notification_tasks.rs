@@ -1,0 +1,68 @@
+//! The tasks orders enqueues on notifications' task queue, `notifications.tasks.v1`; contract:
+//! `docs/contracts/notifications.tasks.v1.md`.
+//!
+//! orders declares its own task types: services share topics and message contracts, never
+//! code. The contract's example files keep this struct and notifications' in step (both
+//! services' tests read them).
+
+use serde::{Deserialize, Serialize};
+use task_queue::Task;
+use uuid::Uuid;
+
+/// The queue's main topic, fixed by the contract.
+pub const NOTIFICATIONS_TASKS_TOPIC: &str = "notifications.tasks.v1";
+
+/// Asks notifications to confirm a placed order to its customer. Enqueued in the transaction
+/// that stores the order, so it exists if and only if the order does.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendOrderConfirmation {
+    pub order_id: Uuid,
+    pub customer_email: String,
+    /// In the currency's minor unit.
+    pub total_cents: i64,
+    pub currency: String,
+}
+
+impl Task for SendOrderConfirmation {
+    const NAME: &'static str = "SendOrderConfirmation";
+
+    /// One confirmation per order, however often it is enqueued: a UUID v5 of the order id and
+    /// the task type, which notifications deduplicates by. Not the order id itself, which the
+    /// order's other tasks (a cancellation notice, payment reminders) would then share: the
+    /// first of them delivered would make the others look done.
+    fn task_id(&self) -> Option<Uuid> {
+        Some(confirmation_task_id(self.order_id))
+    }
+}
+
+/// The task id of the confirmation of `order_id`.
+pub fn confirmation_task_id(order_id: Uuid) -> Uuid {
+    Uuid::new_v5(&order_id, SendOrderConfirmation::NAME.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_task_id_is_derived_from_the_order_id_and_the_task_type() {
+        let order_id: Uuid = "01a2177f-52b4-7a9c-8f21-0d6e4a9b1c01".parse().unwrap();
+        let task = SendOrderConfirmation {
+            order_id,
+            customer_email: "ada@example.com".to_owned(),
+            total_cents: 4780,
+            currency: "EUR".to_owned(),
+        };
+
+        // The id the contract gives for its example order.
+        assert_eq!(
+            task.task_id(),
+            Some("ecb71d3b-b2a6-5801-9205-694bf8977eee".parse().unwrap())
+        );
+        assert_eq!(task.task_id(), task.task_id());
+        assert_ne!(
+            confirmation_task_id(Uuid::now_v7()),
+            confirmation_task_id(order_id)
+        );
+    }
+}
