@@ -66,6 +66,8 @@ struct Fixture {
     kafka: KafkaConfig,
     producer: Producer,
     topic: TopicSpec,
+    /// Names the projection's consumer group: tests running at the same time must not share one.
+    service: String,
 }
 
 impl Fixture {
@@ -95,6 +97,7 @@ impl Fixture {
             kafka,
             producer,
             topic,
+            service: unique_name("test"),
         }
     }
 
@@ -122,7 +125,7 @@ impl Fixture {
         Projector::new(
             self.database.pool.clone(),
             &self.kafka,
-            "test",
+            &self.service,
             self.topic.clone(),
             Items,
         )
