@@ -118,35 +118,30 @@ impl TaskQueue {
         task: &T,
     ) -> anyhow::Result<Uuid> {
         let task_id = task.task_id().unwrap_or_else(Uuid::now_v7);
-        let mut message = OutboxMessage::json(&self.topic, key(task, task_id), T::NAME, task)?
-            .message_id(task_id);
-        // The relay adds `message_id` and `message_type`; the task headers are ours to add.
-        for (name, value) in wire::enqueue_headers(task_id, T::NAME, Utc::now()).extra {
-            message = message.header(name, value);
-        }
-        // Inside a transaction `begin` is a savepoint: a duplicate id rolls back only the insert,
-        // where it would otherwise abort the caller's whole transaction.
-        let mut savepoint = conn
-            .begin()
-            .await
-            .context("Failed to open a savepoint to enqueue a task")?;
-        match Outbox::record(&mut savepoint, message).await {
-            Ok(_) => {
-                savepoint
-                    .commit()
-                    .await
-                    .context("Failed to release the savepoint of an enqueued task")?;
-                enqueued(T::NAME);
-            }
-            Err(error) if is_unique_violation(&error) => {
-                savepoint
-                    .rollback()
-                    .await
-                    .context("Failed to roll back to the savepoint of a duplicate task")?;
-                tracing::debug!(%task_id, task = T::NAME, "task already in the outbox; not enqueued again");
-            }
-            Err(error) => return Err(error),
-        }
+        let message = OutboxMessage::json(&self.topic, key(task, task_id), T::NAME, task)?;
+        record_in(conn, message, task_id, T::NAME).await?;
+        Ok(task_id)
+    }
+
+    /// [`Self::enqueue_in`] for a task known only by its parts: for callers that store tasks of
+    /// any type and enqueue them later, such as the task scheduler (`crates/task-scheduler`).
+    /// An associated function, because recording needs no producer: `topic` is the queue's main
+    /// topic, `task_name` its `message_type`, `payload` the task's JSON.
+    ///
+    /// The message is the one `enqueue_in` records for a typed task with the same parts: key
+    /// `ordering_key` or else the task id, the same headers, and the same handling of a task id
+    /// the outbox holds already (not recorded again, the caller's transaction stays usable).
+    pub async fn enqueue_raw_in(
+        conn: &mut PgConnection,
+        topic: &str,
+        task_name: &str,
+        task_id: Uuid,
+        ordering_key: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> anyhow::Result<Uuid> {
+        let key = ordering_key.map_or_else(|| task_id.to_string(), str::to_owned);
+        let message = OutboxMessage::json(topic, key, task_name, payload)?;
+        record_in(conn, message, task_id, task_name).await?;
         Ok(task_id)
     }
 
@@ -172,14 +167,52 @@ impl TaskQueue {
     }
 }
 
+/// Records a task message in the outbox with the task headers, unless its id is there already.
+async fn record_in(
+    conn: &mut PgConnection,
+    message: OutboxMessage,
+    task_id: Uuid,
+    task_name: &str,
+) -> anyhow::Result<()> {
+    let mut message = message.message_id(task_id);
+    // The relay adds `message_id` and `message_type`; the task headers are ours to add.
+    for (name, value) in wire::enqueue_headers(task_id, task_name, Utc::now()).extra {
+        message = message.header(name, value);
+    }
+    // Inside a transaction `begin` is a savepoint: a duplicate id rolls back only the insert,
+    // where it would otherwise abort the caller's whole transaction.
+    let mut savepoint = conn
+        .begin()
+        .await
+        .context("Failed to open a savepoint to enqueue a task")?;
+    match Outbox::record(&mut savepoint, message).await {
+        Ok(_) => {
+            savepoint
+                .commit()
+                .await
+                .context("Failed to release the savepoint of an enqueued task")?;
+            enqueued(task_name);
+        }
+        Err(error) if is_unique_violation(&error) => {
+            savepoint
+                .rollback()
+                .await
+                .context("Failed to roll back to the savepoint of a duplicate task")?;
+            tracing::debug!(%task_id, task = task_name, "task already in the outbox; not enqueued again");
+        }
+        Err(error) => return Err(error),
+    }
+    Ok(())
+}
+
 /// The Kafka key: the ordering key if the task has one, else the task id, which spreads tasks
 /// over the partitions and keeps the copies of a duplicated task together.
 fn key<T: Task>(task: &T, task_id: Uuid) -> String {
     task.ordering_key().unwrap_or_else(|| task_id.to_string())
 }
 
-fn enqueued(task_name: &'static str) {
-    metrics::counter!("tasks_enqueued_total", "task" => task_name).increment(1);
+fn enqueued(task_name: &str) {
+    metrics::counter!("tasks_enqueued_total", "task" => task_name.to_owned()).increment(1);
 }
 
 /// Whether the outbox refused the row because its message id (the task id) exists: the only

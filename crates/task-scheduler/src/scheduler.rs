@@ -1,0 +1,530 @@
+//! The firing side: [`Scheduler`] claims due rows and enqueues their tasks through the outbox.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{Connection as _, PgConnection, PgPool};
+use task_queue::TaskQueue;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::listener;
+use crate::recurrence::Recurrence;
+use crate::schedules::{Due, MisfirePolicy, OverlapPolicy, insert_new, occurrence_key};
+use crate::template::TaskTemplate;
+
+/// The namespace of the task ids the scheduler derives (a UUID v5 of the schedule's id and due
+/// time): fixed, so that every replica and every version derives the same id for one fire.
+pub const TASK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6173_796e_6372_6f6e_2d73_6368_6564_756c);
+
+/// The gauges are refreshed at most this often: counting pending rows costs more than a pass.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the loop waits when the due rows it sees are all locked by another replica's firing
+/// transaction, which takes milliseconds: short, since the rows may be rolled back and need it.
+const LOCKED_ROWS_PAUSE: Duration = Duration::from_millis(10);
+
+/// How the scheduler works; [`SchedulerSettings::default`] suits most services.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// Due rows claimed, fired and marked per transaction.
+    pub batch_size: i64,
+    /// The longest the loop sleeps without looking: the fallback for a notification missed while
+    /// the listener reconnects, or never sent (rows inserted with plain SQL), and the bound on
+    /// how late a fire can be when another replica, which would have fired it, died.
+    pub max_sleep: Duration,
+    /// A row fired more than this late is a *misfire*: it came due while no scheduler ran (or
+    /// all were stuck). Recurring schedules then apply their [`MisfirePolicy`].
+    pub misfire_grace: Duration,
+    /// The wait after a pass failed (the database is down).
+    pub error_backoff: Duration,
+    /// A row whose firing failed (its task could not be recorded) stays pending and is tried
+    /// again this much later, doubled with every failure up to 64 times as long.
+    pub row_retry_delay: Duration,
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            max_sleep: Duration::from_secs(5),
+            misfire_grace: Duration::from_mins(1),
+            error_backoff: Duration::from_secs(1),
+            row_retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SchedulerSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.batch_size >= 1,
+            "scheduler batch_size must be at least 1, not {}",
+            self.batch_size
+        );
+        for (name, value) in [
+            ("max_sleep", self.max_sleep),
+            ("error_backoff", self.error_backoff),
+            ("row_retry_delay", self.row_retry_delay),
+        ] {
+            anyhow::ensure!(!value.is_zero(), "scheduler {name} must not be zero");
+        }
+        Ok(())
+    }
+}
+
+/// The firing loop. Run one per service replica; several replicas over one table fire every
+/// row once between them (`FOR UPDATE SKIP LOCKED`), and each one alone fires everything.
+///
+/// Fires through the outbox: the service runs an `outbox::OutboxRelay`, which publishes the
+/// recorded tasks to their topics.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    pool: PgPool,
+    settings: SchedulerSettings,
+}
+
+/// A due row, claimed, with its recurring schedule if it has one.
+#[derive(Debug, sqlx::FromRow)]
+struct DueRow {
+    id: Uuid,
+    task: Json<TaskTemplate>,
+    due_at: DateTime<Utc>,
+    attempts: i32,
+    recurring: Option<String>,
+    cron: Option<String>,
+    timezone: Option<String>,
+    misfire_policy: Option<String>,
+    overlap_policy: Option<String>,
+    /// The database's clock when the row was claimed.
+    now: DateTime<Utc>,
+}
+
+/// What became of a claimed row, for the metrics counted after the commit.
+#[derive(Debug)]
+enum Outcome {
+    Fired {
+        task_name: String,
+        delay_seconds: f64,
+    },
+    Skipped {
+        reason: &'static str,
+    },
+    Failed,
+}
+
+impl Scheduler {
+    /// A scheduler with [`SchedulerSettings::default`]. `pool` is the service's pool: a pass
+    /// holds one connection; the `LISTEN` session opens one of its own.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            settings: SchedulerSettings::default(),
+        }
+    }
+
+    /// Replaces the settings; they are checked when [`Self::run`] starts.
+    #[must_use]
+    pub fn with_settings(mut self, settings: SchedulerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Fires due rows until `shutdown` is cancelled, then returns after the pass in flight.
+    ///
+    /// Between passes it sleeps until the nearest pending row is due (an in-memory timer, the
+    /// source of its precision), at most `max_sleep`, and wakes early when a notification
+    /// announces a row due before that. Database failures are logged and waited out, never
+    /// returned.
+    ///
+    /// # Errors
+    /// Only for invalid [`SchedulerSettings`].
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.settings.validate()?;
+        tracing::info!(
+            batch_size = self.settings.batch_size,
+            "task scheduler started"
+        );
+
+        // The due time (µs since the epoch, database clock) the timer waits for; a notification
+        // of an earlier row wakes the loop. `i64::MAX` during a pass: every notification then
+        // counts, because the pass may have read the table before the notifying commit.
+        let waiting_for = Arc::new(AtomicI64::new(i64::MAX));
+        let wake = Arc::new(Notify::new());
+        let listener_shutdown = shutdown.child_token();
+        let listener = tokio::spawn(listener::wake_on_notify(
+            (*self.pool.connect_options()).clone(),
+            Arc::clone(&wake),
+            Arc::clone(&waiting_for),
+            self.settings.error_backoff,
+            listener_shutdown.clone(),
+        ));
+        let stop_listener = listener_shutdown.drop_guard();
+
+        let mut gauges_measured: Option<Instant> = None;
+        while !shutdown.is_cancelled() {
+            waiting_for.store(i64::MAX, Ordering::SeqCst);
+            let sleep = match self.pass(&mut gauges_measured).await {
+                // A full batch: more rows are probably due. Go on at once.
+                Ok((claimed, _))
+                    if i64::try_from(claimed).unwrap_or(i64::MAX) >= self.settings.batch_size =>
+                {
+                    continue;
+                }
+                // Due, yet nothing claimed: another replica holds those rows in its firing
+                // transaction (or, rarely, a row came due between the two queries). Look again
+                // shortly rather than spin on them until that transaction commits.
+                Ok((0, Some((_, due_in)))) if due_in.is_zero() => LOCKED_ROWS_PAUSE,
+                Ok((_, Some((due_micros, due_in)))) => {
+                    waiting_for.store(due_micros, Ordering::SeqCst);
+                    due_in.min(self.settings.max_sleep)
+                }
+                Ok((_, None)) => self.settings.max_sleep,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "scheduler pass failed; retrying"
+                    );
+                    self.settings.error_backoff
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = wake.notified() => {}
+                () = tokio::time::sleep(sleep) => {}
+            }
+        }
+
+        drop(stop_listener);
+        if let Err(error) = listener.await {
+            tracing::error!(%error, "the scheduler listener task failed");
+        }
+        tracing::info!("task scheduler stopped");
+        Ok(())
+    }
+
+    /// One transaction: claims up to `batch_size` due rows and fires them. Returns how many
+    /// rows it claimed (fired, skipped or failed). For tests and tools; [`Self::run`] calls it.
+    pub async fn fire_due(&self) -> anyhow::Result<usize> {
+        let outcomes = self.fire_batch().await?;
+        Ok(outcomes.len())
+    }
+
+    /// A pass: fire, refresh the gauges now and then, and find when the next row is due.
+    async fn pass(
+        &self,
+        gauges_measured: &mut Option<Instant>,
+    ) -> anyhow::Result<(usize, Option<(i64, Duration)>)> {
+        let claimed = self.fire_due().await?;
+        if gauges_measured.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL) {
+            self.measure_gauges().await?;
+            *gauges_measured = Some(Instant::now());
+        }
+        Ok((claimed, self.next_due().await?))
+    }
+
+    async fn fire_batch(&self) -> anyhow::Result<Vec<Outcome>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("Failed to begin a firing transaction")?;
+        // Rows another replica is firing are locked: skipped here, not waited for. A row is
+        // therefore fired by exactly one transaction, and whichever replica wakes first takes it.
+        let rows: Vec<DueRow> = sqlx::query_as(
+            "SELECT s.id, s.task, s.due_at, s.attempts, s.recurring,
+                    r.cron, r.timezone, r.misfire_policy, r.overlap_policy,
+                    clock_timestamp() AS now
+             FROM scheduled_tasks s
+             LEFT JOIN recurring_schedules r ON r.name = s.recurring
+             WHERE s.state = 'pending' AND s.due_at <= clock_timestamp()
+             ORDER BY s.due_at
+             LIMIT $1
+             FOR UPDATE OF s SKIP LOCKED",
+        )
+        .bind(self.settings.batch_size)
+        .fetch_all(&mut *tx)
+        .await
+        .context("Failed to claim due schedules")?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let span = tracing::info_span!("scheduler.fire", rows = rows.len());
+        let mut outcomes = Vec::with_capacity(rows.len());
+        async {
+            for row in &rows {
+                outcomes.push(self.fire_row(&mut tx, row).await?);
+            }
+            anyhow::Ok(())
+        }
+        .instrument(span.clone())
+        .await?;
+        tx.commit()
+            .instrument(span)
+            .await
+            .context("Failed to commit a firing transaction")?;
+
+        for outcome in &outcomes {
+            match outcome {
+                Outcome::Fired {
+                    task_name,
+                    delay_seconds,
+                } => {
+                    metrics::counter!("scheduler_fired_total", "task" => task_name.clone())
+                        .increment(1);
+                    metrics::histogram!("scheduler_firing_delay_seconds").record(*delay_seconds);
+                }
+                Outcome::Skipped { reason } => {
+                    metrics::counter!("scheduler_skipped_total", "reason" => *reason).increment(1);
+                }
+                Outcome::Failed => metrics::counter!("scheduler_failures_total").increment(1),
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Fires (or skips) one claimed row, and schedules a recurring schedule's next occurrence.
+    /// In a savepoint: a row whose task cannot be recorded is put back with a delay instead of
+    /// failing the whole batch again and again.
+    async fn fire_row(&self, tx: &mut PgConnection, row: &DueRow) -> anyhow::Result<Outcome> {
+        let mut savepoint = tx.begin().await?;
+        match self.fire_row_in(&mut savepoint, row).await {
+            Ok(outcome) => {
+                savepoint.commit().await?;
+                Ok(outcome)
+            }
+            Err(error) => {
+                savepoint.rollback().await?;
+                let retry_in =
+                    self.settings.row_retry_delay * 2u32.pow(row.attempts.clamp(0, 6) as u32);
+                tracing::error!(
+                    schedule_id = %row.id,
+                    error = format!("{error:#}"),
+                    ?retry_in,
+                    "cannot fire a schedule; it stays pending and is tried again"
+                );
+                sqlx::query(
+                    "UPDATE scheduled_tasks
+                     SET attempts = attempts + 1, last_error = $2,
+                         due_at = clock_timestamp() + make_interval(secs => $3)
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(format!("{error:#}"))
+                .bind(retry_in.as_secs_f64())
+                .execute(&mut *tx)
+                .await?;
+                Ok(Outcome::Failed)
+            }
+        }
+    }
+
+    async fn fire_row_in(&self, conn: &mut PgConnection, row: &DueRow) -> anyhow::Result<Outcome> {
+        let late = (row.now - row.due_at)
+            .to_std()
+            .is_ok_and(|late| late > self.settings.misfire_grace);
+        let recurring = match (&row.recurring, &row.cron, &row.timezone) {
+            (Some(name), Some(cron), Some(timezone)) => {
+                Some((name.as_str(), Recurrence::parse(cron, timezone)?))
+            }
+            _ => None,
+        };
+        let misfire = row.misfire_policy.as_deref().map(MisfirePolicy::parse);
+        let overlap = row.overlap_policy.as_deref().map(OverlapPolicy::parse);
+
+        let skip = match &recurring {
+            Some(_) if late && misfire == Some(MisfirePolicy::Skip) => Some((
+                "misfire",
+                "skipped: came due while no scheduler ran (misfire policy skip)",
+            )),
+            Some((name, _))
+                if overlap == Some(OverlapPolicy::Skip)
+                    && previous_fire_unpublished(conn, name).await? =>
+            {
+                Some((
+                    "overlap",
+                    "skipped: the previous fire is still in the outbox (overlap policy skip)",
+                ))
+            }
+            _ => None,
+        };
+
+        let outcome = if let Some((reason, note)) = skip {
+            sqlx::query("UPDATE scheduled_tasks SET state = 'cancelled', note = $2 WHERE id = $1")
+                .bind(row.id)
+                .bind(note)
+                .execute(&mut *conn)
+                .await?;
+            tracing::info!(schedule_id = %row.id, due_at = %row.due_at, reason, "occurrence skipped");
+            Outcome::Skipped { reason }
+        } else {
+            let task = &row.task.0;
+            let task_id = derive_task_id(row.id, row.due_at);
+            TaskQueue::enqueue_raw_in(
+                conn,
+                &task.topic,
+                &task.task_name,
+                task_id,
+                task.ordering_key.as_deref(),
+                &task.payload,
+            )
+            .await?;
+            let delay_seconds: f64 = sqlx::query_scalar(
+                "UPDATE scheduled_tasks
+                 SET state = 'fired', task_id = $2, fired_at = clock_timestamp()
+                 WHERE id = $1
+                 RETURNING EXTRACT(EPOCH FROM fired_at - due_at)::float8",
+            )
+            .bind(row.id)
+            .bind(task_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            tracing::debug!(schedule_id = %row.id, %task_id, task = task.task_name, delay_seconds, "fired");
+            Outcome::Fired {
+                task_name: task.task_name.clone(),
+                delay_seconds,
+            }
+        };
+
+        if let Some((name, recurrence)) = recurring {
+            // On time: the occurrence after this one. Late (a misfire, whichever policy): the
+            // first one after now, so that the missed ones are not fired one by one.
+            let after = if late { row.now } else { row.due_at };
+            schedule_next(conn, name, &recurrence, after, &row.task.0).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The nearest pending due time: µs since the epoch and how far ahead, on the database's
+    /// clock (the one due times are compared with), so the application host's clock does not
+    /// matter. `None` when nothing is pending.
+    async fn next_due(&self) -> anyhow::Result<Option<(i64, Duration)>> {
+        let next: Option<(i64, f64)> = sqlx::query_as(
+            "SELECT (EXTRACT(EPOCH FROM due_at) * 1000000)::bigint,
+                    EXTRACT(EPOCH FROM due_at - clock_timestamp())::float8
+             FROM scheduled_tasks WHERE state = 'pending' ORDER BY due_at LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("Failed to find the next due schedule")?;
+        Ok(next.map(|(micros, seconds)| {
+            (
+                micros,
+                Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or_default(),
+            )
+        }))
+    }
+
+    async fn measure_gauges(&self) -> anyhow::Result<()> {
+        let (pending, due): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE due_at <= clock_timestamp())
+             FROM scheduled_tasks WHERE state = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to count pending schedules")?;
+        metrics::gauge!("scheduler_pending").set(pending as f64);
+        metrics::gauge!("scheduler_due_unfired").set(due as f64);
+        Ok(())
+    }
+}
+
+/// The id of the task a fire enqueues: a UUID v5 of the schedule's id and its due time (µs).
+/// A fire repeated after a crash, by this or another replica, enqueues the same id, which the
+/// outbox refuses to record twice and the task queue's worker runs once.
+pub fn derive_task_id(schedule_id: Uuid, due_at: DateTime<Utc>) -> Uuid {
+    let mut name = [0u8; 24];
+    name[..16].copy_from_slice(schedule_id.as_bytes());
+    name[16..].copy_from_slice(&due_at.timestamp_micros().to_be_bytes());
+    Uuid::new_v5(&TASK_ID_NAMESPACE, &name)
+}
+
+/// Inserts the first occurrence after `after` that has no row yet.
+///
+/// An occurrence's row can exist already, and not as a pending row: a row that was rescheduled
+/// (or put back after a failed fire) keeps the key of its original due time, which the next
+/// occurrence may then share. Such a key is passed over for the occurrence after it; a pending
+/// row of the schedule means another transaction scheduled the next occurrence, and this one has
+/// nothing to do.
+async fn schedule_next(
+    conn: &mut PgConnection,
+    name: &str,
+    recurrence: &Recurrence,
+    mut after: DateTime<Utc>,
+    task: &TaskTemplate,
+) -> anyhow::Result<()> {
+    // Bounded, so that a bug cannot spin inside a firing transaction.
+    for _ in 0..100 {
+        let next = recurrence.next_after(after)?;
+        if insert_new(
+            conn,
+            &occurrence_key(name, next),
+            task,
+            Due::At(next),
+            Some(name),
+        )
+        .await?
+        .is_some()
+        {
+            return Ok(());
+        }
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM scheduled_tasks WHERE recurring = $1 AND state = 'pending')",
+        )
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        if pending {
+            return Ok(());
+        }
+        after = next;
+    }
+    anyhow::bail!("Found no free occurrence of the recurring schedule {name} to schedule next")
+}
+
+/// Whether the task of the schedule's latest fire is still waiting in the outbox. A row gone
+/// from the outbox (retention) was published long ago.
+async fn previous_fire_unpublished(conn: &mut PgConnection, name: &str) -> anyhow::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM outbox
+             WHERE published_at IS NULL AND message_id = (
+                 SELECT task_id FROM scheduled_tasks
+                 WHERE recurring = $1 AND state = 'fired'
+                 ORDER BY due_at DESC LIMIT 1))",
+    )
+    .bind(name)
+    .fetch_one(conn)
+    .await
+    .context("Failed to look for the previous fire in the outbox")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_depends_on_the_schedule_and_its_due_time_only() {
+        let schedule = Uuid::now_v7();
+        let due = DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap();
+        let later = DateTime::from_timestamp_micros(1_800_000_000_123_457).unwrap();
+
+        assert_eq!(derive_task_id(schedule, due), derive_task_id(schedule, due));
+        assert_eq!(derive_task_id(schedule, due).get_version_num(), 5);
+        assert_ne!(
+            derive_task_id(schedule, due),
+            derive_task_id(schedule, later)
+        );
+        assert_ne!(
+            derive_task_id(schedule, due),
+            derive_task_id(Uuid::now_v7(), due)
+        );
+    }
+}
