@@ -172,11 +172,11 @@ if [[ -n ${HTTP_ADDR:-} ]]; then
 fi
 unset HTTP_ADDR
 
-# notifications refuses to enable its /admin routes without a token. Locally a well-known token
-# keeps the stack starting without setup; set ADMIN_TOKEN to use your own.
+# orders and notifications refuse to enable their /admin routes without a token. Locally a
+# well-known token keeps the stack starting without setup; set ADMIN_TOKEN to use your own.
 if [[ -z ${ADMIN_TOKEN:-} ]]; then
   export ADMIN_TOKEN=local-admin-token
-  log "ADMIN_TOKEN is unset: notifications' /admin routes accept 'Bearer local-admin-token'"
+  log "ADMIN_TOKEN is unset: the /admin routes of orders and notifications accept 'Bearer local-admin-token'"
 fi
 
 build_args=()

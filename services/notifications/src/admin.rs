@@ -1,39 +1,71 @@
-//! The dead-letter admin endpoints, behind `ADMIN_TOKEN`:
-//! `GET /admin/dlq`, `POST /admin/dlq/{task_id}/replay`, `POST /admin/dlq/replay-all` and
-//! `DELETE /admin/dlq/{task_id}`.
+//! The admin endpoints, behind `ADMIN_TOKEN`: for the dead letters `GET /admin/dlq`,
+//! `POST /admin/dlq/{task_id}/replay`, `POST /admin/dlq/replay-all` and
+//! `DELETE /admin/dlq/{task_id}`; for the schedules `GET /admin/schedules` and
+//! `DELETE /admin/schedules/{id}`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use platform::http::{Json, Path};
-use serde::Serialize;
+use platform::http::{Json, Path, Query};
+use serde::{Deserialize, Serialize};
 use task_queue::{DeadLetter, DeadLetters};
+use task_scheduler::{Schedule, ScheduleState, Schedules};
 use uuid::Uuid;
 
 use crate::config::AdminToken;
 use crate::error::{ApiError, Credentials};
 
+/// How many schedules `GET /admin/schedules` returns when `limit` is not given.
+const DEFAULT_LIMIT: u32 = 100;
+/// The largest `limit` a client may ask for.
+const MAX_LIMIT: u32 = 1000;
+
+/// What the admin handlers share.
+#[derive(Debug, Clone)]
+struct AdminState {
+    dead_letters: Arc<DeadLetters>,
+    schedules: Arc<Schedules>,
+}
+
+impl FromRef<AdminState> for Arc<DeadLetters> {
+    fn from_ref(state: &AdminState) -> Self {
+        state.dead_letters.clone()
+    }
+}
+
+impl FromRef<AdminState> for Arc<Schedules> {
+    fn from_ref(state: &AdminState) -> Self {
+        state.schedules.clone()
+    }
+}
+
 /// The admin routes, each of which answers 401 unless the request carries
 /// `Authorization: Bearer <token>`.
-pub fn router(dead_letters: DeadLetters, token: AdminToken) -> Router {
+pub fn router(dead_letters: DeadLetters, schedules: Schedules, token: AdminToken) -> Router {
     Router::new()
         .route("/admin/dlq", get(list))
         .route("/admin/dlq/replay-all", post(replay_all))
         .route("/admin/dlq/{task_id}/replay", post(replay))
         .route("/admin/dlq/{task_id}", delete(drop_one))
+        .route("/admin/schedules", get(list_schedules))
+        .route("/admin/schedules/{id}", delete(cancel_schedule))
         // `route_layer`: the check runs for these routes only, so an unknown path under
         // /admin is still a 404, and it runs before the path is parsed.
         .route_layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
         ))
-        .with_state(Arc::new(dead_letters))
+        .with_state(AdminState {
+            dead_letters: Arc::new(dead_letters),
+            schedules: Arc::new(schedules),
+        })
 }
 
 /// The answer of both replay endpoints: how many dead letters went back to the queue.
@@ -88,6 +120,47 @@ async fn drop_one(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::DeadLetterNotFound(task_id))
+    }
+}
+
+/// The query of `GET /admin/schedules`. A `state` other than `pending`, `fired` or
+/// `cancelled` is a 400 problem from the extractor.
+#[derive(Debug, Deserialize)]
+struct ScheduleParams {
+    state: Option<ScheduleState>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/schedules?state=&limit=`: the occurrences of the recurring schedules (the
+/// `daily-digest`), soonest due first.
+#[tracing::instrument(name = "schedules.list", skip(schedules))]
+async fn list_schedules(
+    State(schedules): State<Arc<Schedules>>,
+    Query(params): Query<ScheduleParams>,
+) -> Result<Json<Vec<Schedule>>, ApiError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery(BTreeMap::from([(
+            "limit".to_owned(),
+            format!("must be between 1 and {MAX_LIMIT}"),
+        )])));
+    }
+    Ok(Json(schedules.list(params.state, i64::from(limit)).await?))
+}
+
+/// `DELETE /admin/schedules/{id}`: cancels a pending schedule, so that it never fires; 204, or
+/// 404 when no pending schedule has this id. Cancelling the pending occurrence of the
+/// `daily-digest` stops the recurrence until the next start upserts it again.
+#[tracing::instrument(name = "schedules.cancel", skip(schedules))]
+async fn cancel_schedule(
+    State(schedules): State<Arc<Schedules>>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if schedules.cancel(id).await? {
+        tracing::info!("schedule cancelled");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::ScheduleNotFound(id))
     }
 }
 

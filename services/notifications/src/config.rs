@@ -16,6 +16,10 @@ const DEFAULT_RETRY_DELAYS: [Duration; 3] = [
     Duration::from_mins(1),
 ];
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// 06:00:00 every day: croner's syntax with a leading seconds field.
+const DEFAULT_DIGEST_CRON: &str = "0 0 6 * * *";
+const DEFAULT_DIGEST_TIMEZONE: &str = "UTC";
+const DEFAULT_DIGEST_RECIPIENT: &str = "ops@example.com";
 
 /// Everything the service reads from its environment; see `.env.example`.
 #[derive(Debug, Clone)]
@@ -35,6 +39,7 @@ pub struct Config {
     pub retry_delays: Vec<Duration>,
     pub provider: ProviderConfig,
     pub admin: AdminConfig,
+    pub digest: DigestConfig,
 }
 
 impl Config {
@@ -46,6 +51,40 @@ impl Config {
             retry_delays: retry_delays(env)?,
             provider: ProviderConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
+            digest: DigestConfig::from_env(env)?,
+        })
+    }
+}
+
+/// The `daily-digest` recurring schedule, upserted at every start: a later start with other
+/// values changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestConfig {
+    /// `DIGEST_CRON` (default `0 0 6 * * *`, 06:00 every day): a cron expression in croner's
+    /// syntax, five fields (`0 6 * * *`) or six with a leading seconds field. The scheduler
+    /// parses it at start; a bad expression stops the service.
+    pub cron: String,
+    /// `DIGEST_TIMEZONE` (default `UTC`): the IANA time zone the cron expression is read in,
+    /// and whose calendar day the digest covers.
+    pub timezone: String,
+    /// `DIGEST_RECIPIENT` (default `ops@example.com`): who gets the digest.
+    pub recipient: String,
+}
+
+impl DigestConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let timezone = env.string_or("DIGEST_TIMEZONE", DEFAULT_DIGEST_TIMEZONE);
+        if let Err(error) = timezone.parse::<chrono_tz::Tz>() {
+            return Err(invalid(
+                "DIGEST_TIMEZONE",
+                &timezone,
+                &format!("{error}; use an IANA name such as UTC or Europe/Berlin"),
+            ));
+        }
+        Ok(Self {
+            cron: env.string_or("DIGEST_CRON", DEFAULT_DIGEST_CRON),
+            timezone,
+            recipient: env.string_or("DIGEST_RECIPIENT", DEFAULT_DIGEST_RECIPIENT),
         })
     }
 }
@@ -218,6 +257,14 @@ mod tests {
         );
         assert_eq!(config.provider, ProviderConfig::Log);
         assert_eq!(
+            config.digest,
+            DigestConfig {
+                cron: "0 0 6 * * *".to_owned(),
+                timezone: "UTC".to_owned(),
+                recipient: "ops@example.com".to_owned(),
+            }
+        );
+        assert_eq!(
             config.admin,
             AdminConfig::Enabled {
                 token: AdminToken::new("s3cret")
@@ -330,6 +377,10 @@ mod tests {
             ),
             (&[("NOTIFY_RETRY_DELAYS", "1")][..], "NOTIFY_RETRY_DELAYS"),
             (&[("ADMIN_ROUTES", "yes")][..], "ADMIN_ROUTES"),
+            (
+                &[("DIGEST_TIMEZONE", "Mars/Olympus")][..],
+                "DIGEST_TIMEZONE",
+            ),
         ] {
             let mut pairs = pairs.to_vec();
             pairs.push(TOKEN);

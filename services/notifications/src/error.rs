@@ -22,6 +22,10 @@ pub enum ApiError {
     #[error("task {0} is not in the dead-letter list")]
     DeadLetterNotFound(Uuid),
 
+    /// 404: no pending schedule has this id (unknown, fired or cancelled already).
+    #[error("no pending schedule {0}")]
+    ScheduleNotFound(Uuid),
+
     /// 401 on the admin endpoints, with `WWW-Authenticate: Bearer`.
     #[error("unauthorized: {0:?}")]
     Unauthorized(Credentials),
@@ -50,6 +54,10 @@ impl IntoResponse for ApiError {
             Self::DeadLetterNotFound(task_id) => Problem::not_found(format!(
                 "Task {task_id} is not in the dead-letter list: it was never dead-lettered, or \
                  it was replayed or dropped already."
+            )),
+            Self::ScheduleNotFound(id) => Problem::not_found(format!(
+                "No pending schedule {id}: it does not exist, or it fired or was cancelled \
+                 already."
             )),
             Self::Unauthorized(credentials) => return unauthorized(credentials),
             Self::Internal(error) => Problem::internal(&error),

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod digest;
 mod error;
 mod notification;
 mod routes;
@@ -14,17 +15,21 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use kafka::{BrokerCheck, KafkaConfig, Producer};
+use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use sqlx::PgPool;
 use task_queue::{DeadLetters, TaskQueue};
+use task_scheduler::{MisfirePolicy, OverlapPolicy, Scheduler, Schedules, TaskTemplate};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, ProviderConfig, SERVICE_NAME,
+    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, DigestConfig, ProviderConfig,
+    SERVICE_NAME,
 };
 
+use crate::digest::{DIGEST_SCHEDULE, SendDailyDigest};
 use crate::notification::Provider;
 
 /// The service, assembled by [`Application::build`] and run by
@@ -41,15 +46,20 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database (creating it and running the migrations: the service's own and
-    /// the task queue's `task_executions` and `dead_letters`) and to the broker, and binds the
-    /// HTTP port. Fails fast, naming what is wrong.
+    /// Connects to the database (creating it and running the migrations: the service's own, the
+    /// task queue's `task_executions` and `dead_letters`, the outbox and the task scheduler's
+    /// tables) and to the broker, stores the `daily-digest` recurring schedule (`DIGEST_*`), and
+    /// binds the HTTP port. Fails fast, naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
                 .await
                 .context("Failed to prepare the database")?;
         task_queue::migrate(&pool).await?;
+        outbox::migrate(&pool).await?;
+        task_scheduler::migrate(&pool).await?;
+        let schedules = Schedules::new(pool.clone());
+        upsert_daily_digest(&schedules, &config).await?;
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
@@ -61,10 +71,12 @@ impl Application {
                 // Replays publish to the queue's main topic, which the worker provisions.
                 let queue = TaskQueue::new(config.tasks_topic.clone(), producer.clone());
                 let dead_letters = DeadLetters::new(pool.clone(), queue);
-                api = api.merge(admin::router(dead_letters, token.clone()));
+                api = api.merge(admin::router(dead_letters, schedules, token.clone()));
             }
             AdminConfig::Disabled => {
-                tracing::info!("ADMIN_ROUTES=false: the dead-letter admin endpoints are off");
+                tracing::info!(
+                    "ADMIN_ROUTES=false: the dead-letter and schedule admin endpoints are off"
+                );
             }
         }
         let health = Health::new()
@@ -96,14 +108,15 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves HTTP and works off the task queue until `shutdown` is cancelled. Then, in this
-    /// order: finishes in-flight requests, stops the worker (it finishes the tasks in hand
-    /// within its drain timeout and commits what is done), flushes the producer and closes the
-    /// pool.
+    /// Serves HTTP, works off the task queue, fires the due schedules and relays the outbox
+    /// (where the scheduler records the tasks it fires) until `shutdown` is cancelled. Then, in
+    /// this order: finishes in-flight requests, stops the worker (it finishes the tasks in hand
+    /// within its drain timeout and commits what is done), the scheduler and the relay (each
+    /// finishes its pass), flushes the producer and closes the pool.
     ///
-    /// The worker should only stop at shutdown. If it stops before, it failed for good; the
-    /// service then shuts down the same way and returns the error, rather than go on answering
-    /// while no notification goes out.
+    /// These background tasks should only stop at shutdown. If one stops before, it failed for
+    /// good; the service then shuts down the same way and returns the error, rather than go on
+    /// answering while no notification goes out.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
         let Self {
@@ -116,11 +129,11 @@ impl Application {
             config,
         } = self;
         let stop_http = shutdown.child_token();
-        let stop_worker = CancellationToken::new();
+        let stop_background = CancellationToken::new();
 
         // Provisions the queue's topics (main, retry levels, dead letters) before it consumes.
         let running = worker::worker(pool.clone(), &kafka, &config, provider)
-            .start(stop_worker.clone())
+            .start(stop_background.clone())
             .await
             .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
         let worker_task = tokio::spawn(until_stopped(
@@ -129,18 +142,61 @@ impl Application {
             stop_http.clone(),
         ));
 
+        let scheduler_task = tokio::spawn(until_stopped(
+            "task scheduler",
+            Scheduler::new(pool.clone()).run(stop_background.clone()),
+            stop_http.clone(),
+        ));
+        let relay = tokio::spawn(until_stopped(
+            "outbox relay",
+            OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
+            stop_http.clone(),
+        ));
+
         let served = platform::http::serve(listener, router, stop_http).await;
 
-        stop_worker.cancel();
+        stop_background.cancel();
         let worker_result = worker_task.await.context("The task worker panicked");
+        let scheduler_result = scheduler_task.await.context("The task scheduler panicked");
+        let relayed = relay.await.context("The outbox relay task panicked");
         let flushed = producer.flush(config.common.shutdown_timeout).await;
         pool.close().await;
         tracing::info!("{SERVICE_NAME} stopped");
 
         served?;
         worker_result??;
+        scheduler_result??;
+        relayed??;
         flushed
     }
+}
+
+/// Stores (or updates) the `daily-digest` recurring schedule: a [`SendDailyDigest`] on the
+/// service's own queue at `DIGEST_CRON` in `DIGEST_TIMEZONE`. One fire for all the occurrences
+/// missed while no scheduler ran (a digest after an outage, not one per missed day), and none
+/// while the previous digest still waits in the outbox.
+async fn upsert_daily_digest(schedules: &Schedules, config: &Config) -> anyhow::Result<()> {
+    let digest = SendDailyDigest {
+        recipient: config.digest.recipient.clone(),
+        timezone: config.digest.timezone.clone(),
+    };
+    schedules
+        .upsert_recurring(
+            DIGEST_SCHEDULE,
+            &config.digest.cron,
+            &config.digest.timezone,
+            TaskTemplate::new(config.tasks_topic.clone(), &digest)?,
+            MisfirePolicy::FireOnce,
+            OverlapPolicy::Skip,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to store the {DIGEST_SCHEDULE} schedule (DIGEST_CRON `{}`, \
+                 DIGEST_TIMEZONE `{}`)",
+                config.digest.cron, config.digest.timezone
+            )
+        })
 }
 
 /// Runs background `work` that is meant to last until shutdown. If it ends before `stop` is

@@ -25,11 +25,12 @@ pub enum Kind {
     OrderCancelled,
     PaymentReminder,
     ExportReady,
-    /// The daily digest, which the task scheduler's recurring schedule will send.
+    /// The daily digest of the day before's deliveries, sent by the `daily-digest` recurring
+    /// schedule.
     DailyDigest,
 }
 
-/// The order or the export a notification is about.
+/// The order or the export a notification is about (a daily digest is about neither).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reference {
     Order(Uuid),
@@ -60,7 +61,7 @@ pub struct Message {
     pub recipient: String,
     pub subject: String,
     pub body: String,
-    pub reference: Reference,
+    pub reference: Option<Reference>,
 }
 
 /// A message on its way out, with the id of the task that sends it. Its JSON is the body the
@@ -86,8 +87,8 @@ impl Notification {
             recipient: message.recipient,
             subject: message.subject,
             body: message.body,
-            order_id: message.reference.order_id(),
-            export_id: message.reference.export_id(),
+            order_id: message.reference.and_then(Reference::order_id),
+            export_id: message.reference.and_then(Reference::export_id),
         }
     }
 }
@@ -239,7 +240,7 @@ mod tests {
                 recipient: "ada@example.com".to_owned(),
                 subject: "s".to_owned(),
                 body: "b".to_owned(),
-                reference: Reference::Order(order_id),
+                reference: Some(Reference::Order(order_id)),
             },
         );
 

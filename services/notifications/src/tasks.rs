@@ -44,7 +44,7 @@ impl Notify for SendOrderConfirmation {
                 self.order_id,
                 format_amount(self.total_cents, &self.currency)
             ),
-            reference: Reference::Order(self.order_id),
+            reference: Some(Reference::Order(self.order_id)),
         }
     }
 }
@@ -67,7 +67,7 @@ impl Notify for SendOrderCancelled {
             recipient: self.customer_email.clone(),
             subject: "Your order was cancelled".to_owned(),
             body: format!("Your order {} has been cancelled.", self.order_id),
-            reference: Reference::Order(self.order_id),
+            reference: Some(Reference::Order(self.order_id)),
         }
     }
 }
@@ -96,7 +96,7 @@ impl Notify for SendPaymentReminder {
                 self.order_id,
                 self.payment_due_at.format("%Y-%m-%d %H:%M UTC")
             ),
-            reference: Reference::Order(self.order_id),
+            reference: Some(Reference::Order(self.order_id)),
         }
     }
 }
@@ -123,7 +123,7 @@ impl Notify for SendExportReady {
                 "Your export is ready. Download it from {}.",
                 self.download_url
             ),
-            reference: Reference::Export(self.export_id),
+            reference: Some(Reference::Export(self.export_id)),
         }
     }
 }
@@ -186,7 +186,7 @@ mod tests {
 
         assert_eq!(message.kind, Kind::OrderConfirmation);
         assert_eq!(message.recipient, "ada@example.com");
-        assert_eq!(message.reference, Reference::Order(Uuid::nil()));
+        assert_eq!(message.reference, Some(Reference::Order(Uuid::nil())));
         assert_eq!(
             message.body,
             "Thank you for your order 00000000-0000-0000-0000-000000000000. Total: 47.80 EUR."

@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use task_queue::{RetryLevels, TaskContext, TaskError, TaskHandler, TaskOptions, Worker};
 
 use crate::config::Config;
+use crate::digest::{SendDailyDigest, SendDigests};
 use crate::notification::{Notification, Provider};
 use crate::store;
 use crate::tasks::{
@@ -17,7 +18,9 @@ use crate::tasks::{
 /// What it does not know ends up in the dead-letter topic, at once: a payload that is not the
 /// JSON of its type, or a type without a handler.
 pub fn worker(pool: PgPool, kafka: &KafkaConfig, config: &Config, provider: Provider) -> Worker {
-    let deliver = Deliver { provider };
+    let deliver = Deliver {
+        provider: provider.clone(),
+    };
     Worker::new(
         pool,
         kafka,
@@ -34,6 +37,7 @@ pub fn worker(pool: PgPool, kafka: &KafkaConfig, config: &Config, provider: Prov
     .register::<SendOrderCancelled, _>(deliver.clone(), TaskOptions::default())
     .register::<SendPaymentReminder, _>(deliver.clone(), TaskOptions::default())
     .register::<SendExportReady, _>(deliver, TaskOptions::default())
+    .register::<SendDailyDigest, _>(SendDigests { provider }, TaskOptions::default())
 }
 
 /// The handler of every task type: deliver, then record the delivery.

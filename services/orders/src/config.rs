@@ -1,9 +1,16 @@
+use std::fmt;
 use std::time::Duration;
 
 use platform::config::{CommonConfig, ConfigError, Env};
 use reqwest::Url;
 
 pub const SERVICE_NAME: &str = "orders";
+
+/// orders' own task queue, where its schedules fire `CancelUnpaidOrder`; the name is part of
+/// the contract (`docs/contracts/orders.tasks.v1.md`).
+pub const DEFAULT_TASKS_TOPIC: &str = "orders.tasks.v1";
+
+const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_mins(15);
 
 const DEFAULT_CATALOG_URL: &str = "http://127.0.0.1:8081";
 const DEFAULT_CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
@@ -19,6 +26,15 @@ pub struct Config {
     /// their events, away from the other's read model.
     pub consumer_group_prefix: String,
     pub catalog_lookup: CatalogLookup,
+    /// `PAYMENT_TIMEOUT` (default `15m`): how long a new order waits for its payment. At
+    /// `created_at` + this the order is cancelled if still unpaid; at half of it notifications
+    /// sends a payment reminder. Seconds (`10s`) make both visible in a demo.
+    pub payment_timeout: Duration,
+    /// `ORDERS_TASKS_TOPIC` (default `orders.tasks.v1`): orders' own task queue, worked off by
+    /// the service's task worker; its retry and dead-letter topics are named after it. Only
+    /// tests change it, to get a queue of their own.
+    pub tasks_topic: String,
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -27,8 +43,74 @@ impl Config {
             common: CommonConfig::from_env(env, SERVICE_NAME, 8082, "orders")?,
             consumer_group_prefix: env.string_or("KAFKA_CONSUMER_GROUP_PREFIX", SERVICE_NAME),
             catalog_lookup: CatalogLookup::from_env(env)?,
+            payment_timeout: payment_timeout(env)?,
+            tasks_topic: env.string_or("ORDERS_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
+            admin: AdminConfig::from_env(env)?,
         })
     }
+}
+
+/// The schedule admin endpoints (`ADMIN_ROUTES`, default `true`) and the token that guards them
+/// (`ADMIN_TOKEN`), as in notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminConfig {
+    /// `ADMIN_ROUTES=false`: `/admin/...` does not exist (404).
+    Disabled,
+    /// `/admin/...` answers requests with `Authorization: Bearer <token>`, and only those.
+    Enabled { token: AdminToken },
+}
+
+impl AdminConfig {
+    /// With the routes enabled, `ADMIN_TOKEN` is required: there is no default token, because
+    /// a default that works is a default that stays in production.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if !env.parse_or("ADMIN_ROUTES", true)? {
+            return Ok(Self::Disabled);
+        }
+        let token = env.get("ADMIN_TOKEN").ok_or_else(|| {
+            invalid(
+                "ADMIN_TOKEN",
+                "",
+                "required while ADMIN_ROUTES is true (the default): set a long random token, \
+                 e.g. `openssl rand -hex 32`, or ADMIN_ROUTES=false",
+            )
+        })?;
+        Ok(Self::Enabled {
+            token: AdminToken(token),
+        })
+    }
+}
+
+/// The bearer token of the admin endpoints. Its `Debug` hides it: the configuration is logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
+fn payment_timeout(env: &Env) -> Result<Duration, ConfigError> {
+    let timeout = env.duration_or("PAYMENT_TIMEOUT", DEFAULT_PAYMENT_TIMEOUT)?;
+    if timeout.is_zero() {
+        return Err(invalid(
+            "PAYMENT_TIMEOUT",
+            "0",
+            "must be longer than zero, or every order is cancelled as it is placed",
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Where `POST /orders` looks up products and prices (`CATALOG_LOOKUP`).
@@ -101,8 +183,11 @@ fn invalid(variable: &str, value: &str, reason: &str) -> ConfigError {
 mod tests {
     use super::*;
 
+    /// What every test of the whole configuration needs to get past the admin check.
+    const TOKEN: (&str, &str) = ("ADMIN_TOKEN", "s3cret");
+
     fn env(pairs: &[(&str, &str)]) -> Env {
-        Env::from_pairs(pairs.iter().copied())
+        Env::from_pairs(pairs.iter().copied().chain([TOKEN]))
     }
 
     fn lookup(pairs: &[(&str, &str)]) -> Result<CatalogLookup, ConfigError> {
@@ -179,5 +264,48 @@ mod tests {
         let config =
             Config::from_env(&env(&[("KAFKA_CONSUMER_GROUP_PREFIX", "orders-staging")])).unwrap();
         assert_eq!(config.consumer_group_prefix, "orders-staging");
+    }
+
+    #[test]
+    fn an_order_waits_15_minutes_for_its_payment_on_orders_own_queue() {
+        let config = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(config.payment_timeout, Duration::from_mins(15));
+        assert_eq!(config.tasks_topic, "orders.tasks.v1");
+
+        let config = Config::from_env(&env(&[
+            ("PAYMENT_TIMEOUT", "10s"),
+            ("ORDERS_TASKS_TOPIC", "orders.tasks-test"),
+        ]))
+        .unwrap();
+        assert_eq!(config.payment_timeout, Duration::from_secs(10));
+        assert_eq!(config.tasks_topic, "orders.tasks-test");
+
+        for value in ["0s", "soon"] {
+            let error = Config::from_env(&env(&[("PAYMENT_TIMEOUT", value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("PAYMENT_TIMEOUT"), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn admin_routes_need_a_token_unless_they_are_disabled() {
+        let error = Config::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new()))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("ADMIN_TOKEN"), "{error}");
+
+        let config = Config::from_env(&Env::from_pairs([("ADMIN_ROUTES", "false")])).unwrap();
+        assert_eq!(config.admin, AdminConfig::Disabled);
+
+        let config = Config::from_env(&env(&[])).unwrap();
+        assert_eq!(
+            config.admin,
+            AdminConfig::Enabled {
+                token: AdminToken::new("s3cret")
+            }
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 }

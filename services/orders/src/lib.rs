@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+mod admin;
 mod catalog;
 mod config;
 mod error;
 mod notification_tasks;
+mod order_tasks;
 mod orders;
 mod pricing;
 mod routes;
@@ -19,14 +21,17 @@ use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use sqlx::PgPool;
 use task_queue::{RetryLevels, TaskQueue};
+use task_scheduler::{Scheduler, Schedules};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{CatalogLookup, Config, SERVICE_NAME};
+pub use config::{
+    AdminConfig, AdminToken, CatalogLookup, Config, DEFAULT_TASKS_TOPIC, SERVICE_NAME,
+};
 
 use crate::catalog::{CatalogProducts, PRODUCTS_TOPIC};
 use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
-use crate::orders::ORDERS_TOPIC;
+use crate::orders::{FollowUps, ORDERS_TOPIC};
 use crate::pricing::PriceLookup;
 use crate::routes::AppState;
 
@@ -44,9 +49,10 @@ pub struct Application {
 
 impl Application {
     /// Connects to the database (creating it and running the migrations: the service's own, the
-    /// read models' revision records and the outbox) and to the broker, provisions
-    /// `orders.orders.v1` and notifications' `notifications.tasks.v1`, and binds the HTTP port.
-    /// Fails fast, naming what is wrong.
+    /// read models' revision records, the outbox, the task queue's execution records and the
+    /// task scheduler's tables) and to the broker, provisions `orders.orders.v1` and
+    /// notifications' `notifications.tasks.v1`, and binds the HTTP port. Fails fast, naming what
+    /// is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
@@ -54,6 +60,8 @@ impl Application {
                 .context("Failed to prepare the database")?;
         integration_events::migrate(&pool).await?;
         outbox::migrate(&pool).await?;
+        task_queue::migrate(&pool).await?;
+        task_scheduler::migrate(&pool).await?;
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
@@ -78,7 +86,11 @@ impl Application {
         let state = AppState {
             pool: pool.clone(),
             prices: PriceLookup::new(&config.catalog_lookup, pool.clone())?,
-            notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
+            follow_ups: FollowUps {
+                notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
+                orders_tasks_topic: config.tasks_topic.clone(),
+                payment_timeout: config.payment_timeout,
+            },
         };
         let health = Health::new()
             .with(PostgresCheck(pool.clone()))
@@ -87,7 +99,16 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        let router = platform::http::app(routes::router(state), health, &settings);
+        let mut api = routes::router(state);
+        match &config.admin {
+            AdminConfig::Enabled { token } => {
+                api = api.merge(admin::router(Schedules::new(pool.clone()), token.clone()));
+            }
+            AdminConfig::Disabled => {
+                tracing::info!("ADMIN_ROUTES=false: the schedule admin endpoints are off");
+            }
+        }
+        let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await
             .with_context(|| format!("Failed to bind HTTP_ADDR {}", config.common.http_addr))?;
@@ -108,15 +129,16 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves HTTP, projects `catalog-cache.products.v1` into `catalog_products` and relays the
-    /// outbox to Kafka until `shutdown` is cancelled. Then, in this order: finishes in-flight
-    /// requests, stops the projection and the relay (each finishes the work in hand), flushes
-    /// the producer and closes the pool.
+    /// Serves HTTP, projects `catalog-cache.products.v1` into `catalog_products`, works off
+    /// orders' task queue (`CancelUnpaidOrder`), fires the due schedules and relays the outbox to
+    /// Kafka until `shutdown` is cancelled. Then, in this order: finishes in-flight requests,
+    /// stops the projection, the worker, the scheduler and the relay (each finishes the work in
+    /// hand), flushes the producer and closes the pool.
     ///
-    /// The projection and the relay should only stop at shutdown. If one of them stops before,
-    /// it failed for good (an event that can never be applied, say); the service then shuts
-    /// down the same way and returns the error, rather than go on serving orders from a read
-    /// model that no longer changes.
+    /// These background tasks should only stop at shutdown. If one of them stops before, it
+    /// failed for good (an event that can never be applied, say); the service then shuts down
+    /// the same way and returns the error, rather than go on serving orders from a read model
+    /// that no longer changes, or orders whose deadlines nobody enforces.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
         let Self {
@@ -147,6 +169,27 @@ impl Application {
             projection.wait(),
             stop_http.clone(),
         ));
+        // Provisions orders' task queue (main, retry and dead-letter topics) before it consumes.
+        let tasks_worker = order_tasks::worker(
+            pool.clone(),
+            &kafka,
+            &config.consumer_group_prefix,
+            &config.tasks_topic,
+            TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
+        )
+        .start(stop_background.clone())
+        .await
+        .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
+        let tasks_worker = tokio::spawn(until_stopped(
+            "task worker",
+            tasks_worker.wait(),
+            stop_http.clone(),
+        ));
+        let firing = tokio::spawn(until_stopped(
+            "task scheduler",
+            Scheduler::new(pool.clone()).run(stop_background.clone()),
+            stop_http.clone(),
+        ));
         let relay = tokio::spawn(until_stopped(
             "outbox relay",
             OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
@@ -159,6 +202,8 @@ impl Application {
         let projected = projection
             .await
             .context("The catalog_products projection task panicked");
+        let worked = tasks_worker.await.context("The task worker panicked");
+        let fired = firing.await.context("The task scheduler panicked");
         let relayed = relay.await.context("The outbox relay task panicked");
         let flushed = producer.flush(config.common.shutdown_timeout).await;
         pool.close().await;
@@ -166,6 +211,8 @@ impl Application {
 
         served?;
         projected??;
+        worked??;
+        fired??;
         relayed??;
         flushed
     }

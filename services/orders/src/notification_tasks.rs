@@ -1,10 +1,11 @@
-//! The tasks orders enqueues on notifications' task queue, `notifications.tasks.v1`; contract:
+//! The tasks orders enqueues (or schedules) on notifications' task queue, `notifications.tasks.v1`; contract:
 //! `docs/contracts/notifications.tasks.v1.md`.
 //!
 //! orders declares its own task types: services share topics and message contracts, never
 //! code. The contract's example files keep this struct and notifications' in step (both
 //! services' tests read them).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use task_queue::Task;
 use uuid::Uuid;
@@ -38,6 +39,38 @@ impl Task for SendOrderConfirmation {
 /// The task id of the confirmation of `order_id`.
 pub fn confirmation_task_id(order_id: Uuid) -> Uuid {
     Uuid::new_v5(&order_id, SendOrderConfirmation::NAME.as_bytes())
+}
+
+/// Tells the customer that an order was cancelled because it was not paid in time. Enqueued in
+/// the transaction that cancels the order (the `CancelUnpaidOrder` task's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendOrderCancelled {
+    pub order_id: Uuid,
+    pub customer_email: String,
+}
+
+impl Task for SendOrderCancelled {
+    const NAME: &'static str = "SendOrderCancelled";
+
+    /// One notice per order: UUID v5 of the order id and the task type, like the confirmation.
+    fn task_id(&self) -> Option<Uuid> {
+        Some(Uuid::new_v5(&self.order_id, Self::NAME.as_bytes()))
+    }
+}
+
+/// Reminds the customer to pay before `payment_due_at`. Not enqueued directly: the order's
+/// `order:<id>:payment-reminder` schedule fires it half-way to the deadline, and the scheduler
+/// gives each firing its task id (so a repeated firing is delivered once).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendPaymentReminder {
+    pub order_id: Uuid,
+    pub customer_email: String,
+    /// When the order is cancelled if it is still unpaid.
+    pub payment_due_at: DateTime<Utc>,
+}
+
+impl Task for SendPaymentReminder {
+    const NAME: &'static str = "SendPaymentReminder";
 }
 
 #[cfg(test)]

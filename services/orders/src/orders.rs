@@ -1,28 +1,47 @@
 //! Orders: placing one (validate it, price it from the catalog, store it together with its
-//! `OrderPlaced` event and its `SendOrderConfirmation` task) and reading one back.
+//! `OrderPlaced` event, its `SendOrderConfirmation` task and its payment deadline), paying for
+//! one, cancelling an unpaid one, and reading one back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use integration_events::{EntityTopic, EventEnvelope};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use task_queue::TaskQueue;
+use task_scheduler::{Schedules, TaskTemplate};
 use uuid::Uuid;
 
 use crate::SERVICE_NAME;
 use crate::catalog::CatalogProduct;
 use crate::error::ApiError;
-use crate::notification_tasks::SendOrderConfirmation;
+use crate::notification_tasks::{SendOrderCancelled, SendOrderConfirmation, SendPaymentReminder};
+use crate::order_tasks::CancelUnpaidOrder;
 use crate::pricing::PriceLookup;
 
 /// Where orders announces every change of an order; see `docs/contracts/orders.orders.v1.md`.
 pub const ORDERS_TOPIC: EntityTopic = EntityTopic::new("orders", "orders", "order");
 /// The `message_type` of the event for a new order.
 pub const ORDER_PLACED: &str = "OrderPlaced";
+/// The `message_type` of the event for an order that was paid.
+pub const ORDER_PAID: &str = "OrderPaid";
+/// The `message_type` of the event for an order cancelled because it was not paid in time.
+pub const ORDER_CANCELLED: &str = "OrderCancelled";
 /// An order's revision when it is placed; every later change (paid, cancelled) adds one.
 const FIRST_REVISION: i64 = 1;
+
+/// The dedup key of the order's schedule that cancels it at `payment_due_at` if unpaid.
+pub fn cancel_unpaid_key(order_id: Uuid) -> String {
+    format!("order:{order_id}:cancel-unpaid")
+}
+
+/// The dedup key of the order's schedule that reminds the customer to pay, half-way to
+/// `payment_due_at`.
+pub fn payment_reminder_key(order_id: Uuid) -> String {
+    format!("order:{order_id}:payment-reminder")
+}
 
 /// The body of `POST /orders`.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,8 +61,12 @@ pub struct RequestedItem {
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum OrderStatus {
-    /// Placed, waiting for its payment. (Paid and cancelled come with the task scheduler.)
+    /// Placed, waiting for its payment until `payment_due_at`.
     PendingPayment,
+    /// Paid (`POST /orders/{order_id}/pay`) before its deadline. Final.
+    Paid,
+    /// Not paid by `payment_due_at`: cancelled by its `CancelUnpaidOrder` schedule. Final.
+    Cancelled,
 }
 
 /// An order as the API returns it, from `POST /orders` and `GET /orders/{order_id}`.
@@ -62,6 +85,8 @@ pub struct Order {
     /// Of the total and of every unit price.
     pub currency: String,
     pub created_at: DateTime<Utc>,
+    /// `created_at` + `PAYMENT_TIMEOUT`: an order still unpaid then is cancelled.
+    pub payment_due_at: DateTime<Utc>,
 }
 
 /// A line of an order, priced when the order was placed: later price changes do not touch it.
@@ -82,6 +107,40 @@ struct OrderEntity<'a> {
     customer_email: &'a str,
 }
 
+/// An order as the database holds it: with its customer, which the API leaves out, and its
+/// revision.
+#[derive(Debug, sqlx::FromRow)]
+struct StoredOrder {
+    #[sqlx(flatten)]
+    order: Order,
+    customer_id: String,
+    customer_email: String,
+    revision: i64,
+}
+
+/// What placing an order sets in motion besides storing it.
+#[derive(Debug, Clone)]
+pub struct FollowUps {
+    /// notifications' task queue, `notifications.tasks.v1`: the confirmation, the payment
+    /// reminder and the cancellation notice go there.
+    pub notifications: TaskQueue,
+    /// orders' own task queue (`ORDERS_TASKS_TOPIC`), where `CancelUnpaidOrder` fires.
+    pub orders_tasks_topic: String,
+    /// `PAYMENT_TIMEOUT`.
+    pub payment_timeout: Duration,
+}
+
+/// What [`cancel_unpaid`] found, and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// The order was still waiting for its payment: it is cancelled now.
+    Cancelled,
+    /// The order was paid or cancelled already: nothing changed.
+    NotPending(OrderStatus),
+    /// No such order.
+    NotFound,
+}
+
 /// The items of an order with their prices, before the order is stored.
 #[derive(Debug, PartialEq, Eq)]
 struct PricedItems {
@@ -91,13 +150,15 @@ struct PricedItems {
 }
 
 /// Places an order: validates it, prices it with `prices` and stores it, its `OrderPlaced`
-/// event and its `SendOrderConfirmation` task (for notifications) in one transaction. With the
-/// default [`PriceLookup::Local`] nothing here leaves the service's own database: the event and
-/// the task wait in the outbox, and the confirmation is sent later, without the client waiting.
+/// event, its `SendOrderConfirmation` task (for notifications) and its two schedules (the
+/// payment reminder and the cancellation if unpaid) in one transaction. With the default
+/// [`PriceLookup::Local`] nothing here leaves the service's own database: the event and the
+/// task wait in the outbox, the schedules in `scheduled_tasks`, and the confirmation is sent
+/// later, without the client waiting.
 pub async fn place(
     pool: &PgPool,
     prices: &PriceLookup,
-    notifications: &TaskQueue,
+    follow_ups: &FollowUps,
     request: PlaceOrder,
 ) -> Result<Order, ApiError> {
     validate(&request)?;
@@ -110,33 +171,167 @@ pub async fn place(
     product_ids.dedup();
     let catalog = prices.products(&product_ids).await?;
     let priced_items = price(&request.items, &catalog)?;
-    Ok(insert(pool, notifications, &request, priced_items).await?)
+    Ok(insert(pool, follow_ups, &request, priced_items).await?)
 }
 
 /// The order with its items, if it exists.
 pub async fn find(pool: &PgPool, order_id: Uuid) -> anyhow::Result<Option<Order>> {
-    let order: Option<Order> = sqlx::query_as(
-        "SELECT order_id, status, total_cents, currency, created_at
-         FROM orders WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(pool)
-    .await
-    .with_context(|| format!("Failed to read order {order_id}"))?;
-    let Some(mut order) = order else {
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("Failed to get a database connection")?;
+    Ok(load(&mut conn, order_id, Lock::None)
+        .await?
+        .map(|stored| stored.order))
+}
+
+/// Pays for an order: `pending_payment` becomes `paid`, with its `OrderPaid` event, and the
+/// order's schedules (the cancellation, the reminder) are cancelled, all in one transaction.
+///
+/// Paying a paid order again changes nothing and answers the order, so that a client may retry
+/// a payment whose answer it did not get. A cancelled order cannot be paid any more: 409.
+pub async fn pay(pool: &PgPool, order_id: Uuid) -> Result<Order, ApiError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin the payment transaction")?;
+    // The row lock orders this payment and a concurrent cancellation: whichever comes second
+    // sees the other's status.
+    let Some(mut stored) = load(&mut tx, order_id, Lock::ForUpdate).await? else {
+        return Err(ApiError::OrderNotFound(order_id));
+    };
+    match stored.order.status {
+        OrderStatus::Paid => return Ok(stored.order),
+        OrderStatus::Cancelled => return Err(ApiError::OrderCancelled(order_id)),
+        OrderStatus::PendingPayment => {}
+    }
+    change_status(&mut tx, &mut stored, OrderStatus::Paid, ORDER_PAID).await?;
+    // Neither may fire any more. (The reminder may have fired already: then there is nothing
+    // to cancel, and `false` is fine.)
+    for key in [cancel_unpaid_key(order_id), payment_reminder_key(order_id)] {
+        Schedules::cancel_by_key_in(&mut tx, &key)
+            .await
+            .with_context(|| format!("Failed to cancel the schedule {key}"))?;
+    }
+    tx.commit()
+        .await
+        .context("Failed to commit the payment transaction")?;
+    Ok(stored.order)
+}
+
+/// Cancels the order if it still waits for its payment, in the caller's transaction `conn` (the
+/// task worker's): `cancelled`, its `OrderCancelled` event and a `SendOrderCancelled` task for
+/// `notifications`. A paid or cancelled order is left as it is.
+pub async fn cancel_unpaid(
+    conn: &mut PgConnection,
+    notifications: &TaskQueue,
+    order_id: Uuid,
+) -> anyhow::Result<Cancellation> {
+    let Some(mut stored) = load(conn, order_id, Lock::ForUpdate).await? else {
+        return Ok(Cancellation::NotFound);
+    };
+    if stored.order.status != OrderStatus::PendingPayment {
+        return Ok(Cancellation::NotPending(stored.order.status));
+    }
+    change_status(conn, &mut stored, OrderStatus::Cancelled, ORDER_CANCELLED).await?;
+    // A reminder that has not fired yet (the scheduler was down, say) would now be wrong.
+    Schedules::cancel_by_key_in(conn, &payment_reminder_key(order_id))
+        .await
+        .context("Failed to cancel the payment reminder")?;
+    let notice = SendOrderCancelled {
+        order_id,
+        customer_email: stored.customer_email.clone(),
+    };
+    notifications
+        .enqueue_in(conn, &notice)
+        .await
+        .context("Failed to enqueue the SendOrderCancelled task")?;
+    Ok(Cancellation::Cancelled)
+}
+
+/// Whether [`load`] locks the order's row until the end of the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    None,
+    ForUpdate,
+}
+
+/// The order with its items, customer and revision, if it exists.
+async fn load(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    lock: Lock,
+) -> anyhow::Result<Option<StoredOrder>> {
+    let query = match lock {
+        Lock::None => {
+            "SELECT order_id, status, total_cents, currency, created_at, payment_due_at,
+                    customer_id, customer_email, revision
+             FROM orders WHERE order_id = $1"
+        }
+        Lock::ForUpdate => {
+            "SELECT order_id, status, total_cents, currency, created_at, payment_due_at,
+                    customer_id, customer_email, revision
+             FROM orders WHERE order_id = $1
+             FOR UPDATE"
+        }
+    };
+    let stored: Option<StoredOrder> = sqlx::query_as(query)
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .with_context(|| format!("Failed to read order {order_id}"))?;
+    let Some(mut stored) = stored else {
         return Ok(None);
     };
     // The items were inserted with the order, in its transaction, and never change: reading
     // them separately cannot see a half-written order.
-    order.items = sqlx::query_as(
+    stored.order.items = sqlx::query_as(
         "SELECT product_id, quantity, unit_price_cents
          FROM order_items WHERE order_id = $1 ORDER BY line",
     )
     .bind(order_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
     .with_context(|| format!("Failed to read the items of order {order_id}"))?;
-    Ok(Some(order))
+    Ok(Some(stored))
+}
+
+/// Moves the (locked) order to `status` at the next revision and records the `updated` event
+/// `message_type` for it, in the caller's transaction.
+async fn change_status(
+    conn: &mut PgConnection,
+    stored: &mut StoredOrder,
+    status: OrderStatus,
+    message_type: &str,
+) -> anyhow::Result<()> {
+    let order_id = stored.order.order_id;
+    stored.revision = sqlx::query_scalar(
+        "UPDATE orders SET status = $2, revision = revision + 1
+         WHERE order_id = $1
+         RETURNING revision",
+    )
+    .bind(order_id)
+    .bind(status)
+    .fetch_one(&mut *conn)
+    .await
+    .with_context(|| format!("Failed to update the status of order {order_id}"))?;
+    stored.order.status = status;
+    let event = EventEnvelope::updated(
+        ORDERS_TOPIC.entity_type,
+        &order_id.to_string(),
+        stored.revision,
+        SERVICE_NAME,
+        OrderEntity {
+            order: &stored.order,
+            customer_id: &stored.customer_id,
+            customer_email: &stored.customer_email,
+        },
+        vec!["status".to_owned()],
+    );
+    ORDERS_TOPIC
+        .record(conn, &event, message_type)
+        .await
+        .with_context(|| format!("Failed to record the {message_type} event"))
 }
 
 /// Every rule the request breaks, keyed by field, so that a client can fix them all at once.
@@ -240,12 +435,13 @@ fn price(
     })
 }
 
-/// Stores the order, its items, its `OrderPlaced` event and its `SendOrderConfirmation` task in
-/// one transaction: the event is published and the task enqueued if, and only if, the order
-/// exists.
+/// Stores the order, its items, its `OrderPlaced` event, its `SendOrderConfirmation` task and
+/// its two schedules (the cancellation at `payment_due_at`, the reminder half-way there) in one
+/// transaction: the event is published, the task enqueued and the schedules fire if, and only
+/// if, the order exists.
 async fn insert(
     pool: &PgPool,
-    notifications: &TaskQueue,
+    follow_ups: &FollowUps,
     request: &PlaceOrder,
     priced: PricedItems,
 ) -> anyhow::Result<Order> {
@@ -256,12 +452,14 @@ async fn insert(
         .await
         .context("Failed to begin the order transaction")?;
 
-    // The database's clock sets `created_at`, so the response shows what a later read returns.
-    let created_at: DateTime<Utc> = sqlx::query_scalar(
+    // The database's clock sets `created_at` and the deadline, so the response shows what a
+    // later read returns.
+    let (created_at, payment_due_at): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO orders
-             (order_id, customer_id, customer_email, status, total_cents, currency, revision)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         RETURNING created_at",
+             (order_id, customer_id, customer_email, status, total_cents, currency, revision,
+              payment_due_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8)
+         RETURNING created_at, payment_due_at",
     )
     .bind(order_id)
     .bind(&request.customer_id)
@@ -270,6 +468,7 @@ async fn insert(
     .bind(priced.total_cents)
     .bind(&priced.currency)
     .bind(FIRST_REVISION)
+    .bind(follow_ups.payment_timeout)
     .fetch_one(&mut *tx)
     .await
     .context("Failed to insert the order")?;
@@ -307,6 +506,7 @@ async fn insert(
         total_cents: priced.total_cents,
         currency: priced.currency,
         created_at,
+        payment_due_at,
     };
     let event = EventEnvelope::created(
         ORDERS_TOPIC.entity_type,
@@ -329,15 +529,60 @@ async fn insert(
         total_cents: order.total_cents,
         currency: order.currency.clone(),
     };
-    notifications
+    follow_ups
+        .notifications
         .enqueue_in(&mut tx, &confirmation)
         .await
         .context("Failed to enqueue the SendOrderConfirmation task")?;
+    schedule_payment_deadline(&mut tx, follow_ups, &order, &request.customer_email).await?;
 
     tx.commit()
         .await
         .context("Failed to commit the order transaction")?;
     Ok(order)
+}
+
+/// Schedules, in the order's transaction, `CancelUnpaidOrder` on orders' own queue at
+/// `payment_due_at` and `SendPaymentReminder` on notifications' queue half-way there.
+async fn schedule_payment_deadline(
+    conn: &mut PgConnection,
+    follow_ups: &FollowUps,
+    order: &Order,
+    customer_email: &str,
+) -> anyhow::Result<()> {
+    let order_id = order.order_id;
+    let cancel = TaskTemplate::new(
+        follow_ups.orders_tasks_topic.clone(),
+        &CancelUnpaidOrder { order_id },
+    )?;
+    Schedules::schedule_at_in(
+        conn,
+        &cancel_unpaid_key(order_id),
+        cancel,
+        order.payment_due_at,
+    )
+    .await
+    .context("Failed to schedule the CancelUnpaidOrder task")?;
+
+    let half_way = chrono::Duration::from_std(follow_ups.payment_timeout / 2)
+        .context("PAYMENT_TIMEOUT is too long")?;
+    let reminder = TaskTemplate::new(
+        follow_ups.notifications.topic(),
+        &SendPaymentReminder {
+            order_id,
+            customer_email: customer_email.to_owned(),
+            payment_due_at: order.payment_due_at,
+        },
+    )?;
+    Schedules::schedule_at_in(
+        conn,
+        &payment_reminder_key(order_id),
+        reminder,
+        order.created_at + half_way,
+    )
+    .await
+    .context("Failed to schedule the SendPaymentReminder task")?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -488,6 +733,7 @@ mod tests {
             total_cents: 500,
             currency: "EUR".to_owned(),
             created_at: DateTime::UNIX_EPOCH,
+            payment_due_at: DateTime::UNIX_EPOCH + chrono::Duration::minutes(15),
         };
         let entity = OrderEntity {
             order: &order,
@@ -504,6 +750,7 @@ mod tests {
                 "total_cents": 500,
                 "currency": "EUR",
                 "created_at": "1970-01-01T00:00:00Z",
+                "payment_due_at": "1970-01-01T00:15:00Z",
                 "customer_id": "c-1",
                 "customer_email": "ada@example.com",
             })

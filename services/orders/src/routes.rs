@@ -1,5 +1,5 @@
-//! The HTTP API: `POST /orders`, `GET /orders/{order_id}` and
-//! `GET /catalog/products/{product_id}`.
+//! The HTTP API: `POST /orders`, `GET /orders/{order_id}`, `POST /orders/{order_id}/pay` and
+//! `GET /catalog/products/{product_id}`. The schedule admin endpoints are in [`crate::admin`].
 
 use axum::Router;
 use axum::extract::State;
@@ -9,12 +9,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use platform::http::{Json, Path};
 use sqlx::PgPool;
-use task_queue::TaskQueue;
 use uuid::Uuid;
 
 use crate::catalog::{self, SyncedProduct};
 use crate::error::ApiError;
-use crate::orders::{self, Order, PlaceOrder};
+use crate::orders::{self, FollowUps, Order, PlaceOrder};
 use crate::pricing::PriceLookup;
 
 /// What the handlers share.
@@ -22,8 +21,8 @@ use crate::pricing::PriceLookup;
 pub struct AppState {
     pub pool: PgPool,
     pub prices: PriceLookup,
-    /// notifications' task queue, `notifications.tasks.v1`.
-    pub notifications: TaskQueue,
+    /// The tasks and schedules a new order comes with.
+    pub follow_ups: FollowUps,
 }
 
 /// The service's own routes; `platform::http::app` adds health, metrics and the middleware.
@@ -31,6 +30,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{order_id}", get(get_order))
+        .route("/orders/{order_id}/pay", post(pay_order))
         .route("/catalog/products/{product_id}", get(get_catalog_product))
         .with_state(state)
 }
@@ -47,7 +47,7 @@ async fn place_order(
     State(state): State<AppState>,
     Json(request): Json<PlaceOrder>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let order = orders::place(&state.pool, &state.prices, &state.notifications, request).await?;
+    let order = orders::place(&state.pool, &state.prices, &state.follow_ups, request).await?;
     tracing::Span::current().record("order_id", tracing::field::display(order.order_id));
     tracing::info!(total_cents = order.total_cents, "order placed");
     let location = format!("/orders/{}", order.order_id);
@@ -63,6 +63,19 @@ async fn get_order(
         .await?
         .map(Json)
         .ok_or(ApiError::OrderNotFound(order_id))
+}
+
+/// 200 with the paid order. Paying again answers the same (paid) order; a cancelled order is a
+/// 409, an unknown one a 404. There is no payment provider in this reference: the call stands
+/// for its confirmation.
+#[tracing::instrument(name = "orders.pay", skip(state))]
+async fn pay_order(
+    State(state): State<AppState>,
+    Path(order_id): Path<Uuid>,
+) -> Result<Json<Order>, ApiError> {
+    let order = orders::pay(&state.pool, order_id).await?;
+    tracing::info!("order paid");
+    Ok(Json(order))
 }
 
 /// orders' copy of a product, with the revision and time of the event it came from: how

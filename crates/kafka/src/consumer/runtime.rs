@@ -38,8 +38,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const POLL_BATCH: usize = 1024;
 /// How often the poll thread stores offsets, resumes partitions and reports its gauge.
 const TEND_INTERVAL: Duration = Duration::from_millis(10);
+/// How long a stopping consumer serves its own revocation after leaving the group.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time for the final commit, on top of the drain timeout, before `wait` gives up on the thread.
-const COMMIT_GRACE: Duration = Duration::from_secs(5);
+const COMMIT_GRACE: Duration = Duration::from_secs(7);
 /// Re-provisioning after an unknown-topic error happens at most this often.
 const REPROVISION_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -566,7 +568,22 @@ impl<H: Handler> PollLoop<H> {
         context.drain(&context.assigned());
         context.store_offsets(&self.consumer);
         commit(&self.consumer);
+        self.leave_group(context);
         tracing::info!(group = %context.lanes.group, "consumer stopped; offsets committed");
+    }
+
+    /// Leaves the group explicitly before the consumer is closed. Closing can block in
+    /// librdkafka on some brokers while its background thread keeps heartbeating; a member that
+    /// had only been closed would then keep its partitions from the group's other members for as
+    /// long as the process lives (a service restarted in-process, a test).
+    fn leave_group(&self, context: &Context<H>) {
+        self.consumer.unsubscribe();
+        // The revocation is served from `poll`. A message polled now is not dispatched: it is
+        // not committed either, so the next member reads it.
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        while !context.assigned().is_empty() && Instant::now() < deadline {
+            let _ = self.consumer.poll(POLL_INTERVAL);
+        }
     }
 }
 

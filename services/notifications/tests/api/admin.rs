@@ -5,13 +5,15 @@ use uuid::Uuid;
 
 use crate::helpers::{ADMIN_TOKEN, problem, spawn_app, spawn_app_with};
 
-fn endpoints() -> [(Method, String); 4] {
+fn endpoints() -> [(Method, String); 6] {
     let task_id = Uuid::now_v7();
     [
         (Method::GET, "/admin/dlq".to_owned()),
         (Method::POST, format!("/admin/dlq/{task_id}/replay")),
         (Method::POST, "/admin/dlq/replay-all".to_owned()),
         (Method::DELETE, format!("/admin/dlq/{task_id}")),
+        (Method::GET, "/admin/schedules".to_owned()),
+        (Method::DELETE, format!("/admin/schedules/{task_id}")),
     ]
 }
 
@@ -60,14 +62,17 @@ async fn admin_endpoints_answer_the_admin_token() {
         answers
     };
 
-    // An empty list, no such dead letter, none to replay, no such dead letter.
+    // An empty list, no such dead letter, none to replay, no such dead letter; the schedules
+    // (the daily digest's), no such schedule.
     assert_eq!(
         answers,
         [
             StatusCode::OK,
             StatusCode::NOT_FOUND,
             StatusCode::OK,
-            StatusCode::NOT_FOUND
+            StatusCode::NOT_FOUND,
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
         ]
     );
 }

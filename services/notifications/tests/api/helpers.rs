@@ -37,7 +37,7 @@ pub struct TestApp {
     /// Publishes to this service's task queue.
     pub tasks: Tasks,
     /// Dropped after the service: dropping it removes the database.
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 /// The service with short retry delays, delivering to `provider` (its webhook) or, without one,
@@ -79,7 +79,7 @@ pub async fn spawn_app_with(variables: &[(&str, String)]) -> TestApp {
     TestApp {
         http: test_support::TestApp::spawn(address, |shutdown| app.run_until_stopped(shutdown)),
         tasks: Tasks::new(topic).await,
-        _database: database,
+        database,
     }
 }
 
@@ -87,6 +87,24 @@ impl TestApp {
     /// Shuts the service down as SIGTERM would, and returns what `run_until_stopped` returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.http.stop().await
+    }
+
+    /// The URL of the service's database, for tests that set up rows themselves.
+    pub fn database_url(&self) -> &str {
+        &self.database.url
+    }
+
+    /// `GET /admin/schedules?{query}` with the admin token.
+    pub async fn schedules(&self, query: &str) -> Vec<Value> {
+        let response = self
+            .admin(
+                Method::GET,
+                &format!("/admin/schedules?{query}"),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("a JSON list")
     }
 
     /// `GET /notifications?{query}`.

@@ -4,6 +4,7 @@
 mod admin;
 mod dead_letters;
 mod delivery;
+mod digest;
 mod health;
 mod helpers;
 mod notifications;

@@ -15,7 +15,8 @@ use kafka::{
     Producer, TopicSpec,
 };
 use orders::{Application, Config};
-use reqwest::{Response, StatusCode};
+use platform::config::Env;
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use test_support::{TestDatabase, eventually, kafka_bootstrap_servers, unique_name};
 use tokio::sync::mpsc;
@@ -27,6 +28,8 @@ pub const ORDERS_TOPIC: &str = "orders.orders.v1";
 pub const NOTIFICATIONS_TASKS_TOPIC: &str = "notifications.tasks.v1";
 /// Long enough for a consumer group join and a few event hops on a busy 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
+/// The `ADMIN_TOKEN` of every test service.
+pub const ADMIN_TOKEN: &str = "test-admin-token-8d41a2";
 
 /// The orders service on a free port with a database of its own; catalog-cache does not run.
 #[derive(Debug)]
@@ -43,11 +46,32 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with a configuration changed by `configure` first.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_with_env(&[], configure).await
+}
+
+/// Like [`spawn_app_with`], with `variables` on top of the test environment (later pairs win).
+pub async fn spawn_app_with_env(
+    variables: &[(&str, &str)],
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     platform::telemetry::init_for_tests();
     let database = TestDatabase::create().await;
-    let env = test_support::service_env(&database).await;
-    let mut config = Config::from_env(&env).expect("valid test configuration");
-    config.consumer_group_prefix = unique_name("orders-test");
+    let mut pairs = vec![
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", database.url.clone()),
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap_servers().await),
+        ("KAFKA_CONSUMER_GROUP_PREFIX", unique_name("orders-test")),
+        // A queue of its own: the worker of another test's service would find none of this
+        // test's orders in its database.
+        ("ORDERS_TASKS_TOPIC", unique_name("orders.tasks-test")),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+    ];
+    pairs.extend(
+        variables
+            .iter()
+            .map(|&(name, value)| (name, value.to_owned())),
+    );
+    let mut config = Config::from_env(&Env::from_pairs(pairs)).expect("valid test configuration");
     configure(&mut config);
     let app = Application::build(config)
         .await
@@ -71,6 +95,59 @@ impl TestApp {
 
     pub async fn get_order(&self, order_id: &str) -> Response {
         self.http.get(&format!("/orders/{order_id}")).await
+    }
+
+    pub async fn pay_order(&self, order_id: &str) -> Response {
+        // No body: the call stands for the payment provider's confirmation.
+        self.http
+            .client
+            .post(self.http.url(&format!("/orders/{order_id}/pay")))
+            .send()
+            .await
+            .expect("POST request failed")
+    }
+
+    /// A request to an admin endpoint, with `Authorization: Bearer <token>` if `token` is given.
+    pub async fn admin(&self, method: Method, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.http.client.request(method, self.http.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("admin request failed")
+    }
+
+    /// `GET /admin/schedules?state=<state>` with the admin token, as JSON.
+    pub async fn schedules(&self, state: &str) -> Vec<Value> {
+        let response = self
+            .admin(
+                Method::GET,
+                &format!("/admin/schedules?state={state}&limit=1000"),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("a JSON list of schedules")
+    }
+
+    /// The schedule with `dedup_key` among those in `state`, if there is one.
+    pub async fn schedule(&self, state: &str, dedup_key: &str) -> Option<Value> {
+        self.schedules(state)
+            .await
+            .into_iter()
+            .find(|schedule| schedule["dedup_key"] == dedup_key)
+    }
+
+    /// Waits until the order has `status`, and returns it.
+    pub async fn order_in_status(&self, order_id: &str, status: &str) -> Value {
+        eventually(
+            DEADLINE,
+            &format!("order {order_id} to be {status}"),
+            || async move {
+                let order: Value = self.get_order(order_id).await.json().await.ok()?;
+                (order["status"] == status).then_some(order)
+            },
+        )
+        .await
     }
 
     pub async fn get_catalog_product(&self, product_id: &str) -> Response {
@@ -270,6 +347,41 @@ pub async fn order_event(key: &str) -> Message {
     first_message(ORDERS_TOPIC, &format!("keyed {key}"), move |message| {
         message.key_str() == Some(key.as_str())
     })
+    .await
+}
+
+/// The first message on `orders.orders.v1` keyed `key` with `message_type`.
+pub async fn order_event_of_type(key: &str, message_type: &str) -> Message {
+    let key = key.to_owned();
+    let message_type = message_type.to_owned();
+    first_message(
+        ORDERS_TOPIC,
+        &format!("{message_type} keyed {key}"),
+        move |message| {
+            message.key_str() == Some(key.as_str())
+                && message.message_type() == Some(message_type.as_str())
+        },
+    )
+    .await
+}
+
+/// The first `task_type` task about `order_id` (its payload's `order_id`) on
+/// `notifications.tasks.v1`.
+pub async fn notification_task_for(task_type: &str, order_id: &str) -> Message {
+    let task_type = task_type.to_owned();
+    let order_id = order_id.to_owned();
+    first_message(
+        NOTIFICATIONS_TASKS_TOPIC,
+        &format!("{task_type} for order {order_id}"),
+        move |message| {
+            message.message_type() == Some(task_type.as_str())
+                && message
+                    .payload
+                    .as_deref()
+                    .and_then(|payload| serde_json::from_slice::<Value>(payload).ok())
+                    .is_some_and(|task| task["order_id"] == order_id.as_str())
+        },
+    )
     .await
 }
 

@@ -1,0 +1,74 @@
+//! orders' own task queue, `orders.tasks.v1`: the tasks the service's schedules fire at itself,
+//! and the worker that runs them. Contract: `docs/contracts/orders.tasks.v1.md`.
+
+use kafka::KafkaConfig;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use task_queue::{Task, TaskContext, TaskError, TaskHandler, TaskOptions, TaskQueue, Worker};
+use uuid::Uuid;
+
+use crate::orders::{self, Cancellation};
+
+/// Cancels the order if it is still unpaid. Fired by the order's `order:<id>:cancel-unpaid`
+/// schedule at its `payment_due_at`; paying the order cancels that schedule, so normally it
+/// only ever runs for unpaid orders. It checks anyway: a payment may commit between the firing
+/// and the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelUnpaidOrder {
+    pub order_id: Uuid,
+}
+
+impl Task for CancelUnpaidOrder {
+    const NAME: &'static str = "CancelUnpaidOrder";
+}
+
+/// The worker of orders' task queue `topic`, in the consumer group `<group_prefix>.tasks`.
+/// `notifications` is where the cancellation notice goes.
+pub fn worker(
+    pool: PgPool,
+    kafka: &KafkaConfig,
+    group_prefix: &str,
+    topic: &str,
+    notifications: TaskQueue,
+) -> Worker {
+    Worker::new(pool, kafka, format!("{group_prefix}.tasks"), topic)
+        .register::<CancelUnpaidOrder, _>(
+            CancelUnpaidOrders { notifications },
+            TaskOptions::default(),
+        )
+}
+
+/// The handler of [`CancelUnpaidOrder`].
+#[derive(Debug, Clone)]
+struct CancelUnpaidOrders {
+    notifications: TaskQueue,
+}
+
+impl TaskHandler<CancelUnpaidOrder> for CancelUnpaidOrders {
+    /// Everything happens in `ctx.conn`, the transaction that marks the task done: the status,
+    /// the `OrderCancelled` event and the `SendOrderCancelled` task commit together with it, or
+    /// not at all (and the task runs again).
+    async fn handle(
+        &self,
+        task: CancelUnpaidOrder,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<(), TaskError> {
+        let order_id = task.order_id;
+        match orders::cancel_unpaid(ctx.conn, &self.notifications, order_id).await? {
+            Cancellation::Cancelled => {
+                tracing::info!(%order_id, "unpaid order cancelled");
+                Ok(())
+            }
+            Cancellation::NotPending(status) => {
+                tracing::info!(%order_id, ?status, "order not cancelled: it is no longer pending");
+                Ok(())
+            }
+            // Only this service schedules the task, for orders it stored: an unknown order is a
+            // task from elsewhere (another environment's database on the same topic). Trying
+            // again cannot help; the dead-letter list shows it.
+            Cancellation::NotFound => Err(TaskError::permanent(anyhow::anyhow!(
+                "order {order_id} does not exist"
+            ))),
+        }
+    }
+}
