@@ -41,7 +41,7 @@ const TEND_INTERVAL: Duration = Duration::from_millis(10);
 /// How long a stopping consumer serves its own revocation after leaving the group.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time for the final commit, on top of the drain timeout, before `wait` gives up on the thread.
-const COMMIT_GRACE: Duration = Duration::from_secs(7);
+const COMMIT_GRACE: Duration = Duration::from_secs(10);
 /// Re-provisioning after an unknown-topic error happens at most this often.
 const REPROVISION_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -577,11 +577,16 @@ impl<H: Handler> PollLoop<H> {
     /// had only been closed would then keep its partitions from the group's other members for as
     /// long as the process lives (a service restarted in-process, a test).
     fn leave_group(&self, context: &Context<H>) {
-        self.consumer.unsubscribe();
-        // The revocation is served from `poll`. A message polled now is not dispatched: it is
-        // not committed either, so the next member reads it.
+        // Messages polled from here on are not dispatched, nor committed: the next member reads
+        // them. A member still joining the group finishes the join first: one that leaves in the
+        // middle of it has been seen to stall the group's next join on the local broker.
         let deadline = Instant::now() + LEAVE_TIMEOUT;
-        while !context.assigned().is_empty() && Instant::now() < deadline {
+        while context.assigned().is_empty() && Instant::now() < deadline {
+            let _ = self.consumer.poll(POLL_INTERVAL);
+        }
+        self.consumer.unsubscribe();
+        // The revocation is served from `poll`.
+        while !context.assigned().is_empty() && Instant::now() < deadline + LEAVE_TIMEOUT {
             let _ = self.consumer.poll(POLL_INTERVAL);
         }
     }
