@@ -10,34 +10,25 @@
 //! each row measures.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::fs::File;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
-use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool};
 
 use crate::Options;
+use crate::database;
 use crate::kafka;
 use crate::progress::Progress;
 use crate::report::{self, Column, Row};
+use crate::services::{self, Binary, ServiceId, Services, wait_ready};
 use crate::stats::{LatencyHistogram, LatencySummary};
-
-/// The PostgreSQL server when `DATABASE_URL` is not set; only its server part is used.
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// The database every PostgreSQL server has; the run's databases are dropped from it.
-const MAINTENANCE_DATABASE: &str = "postgres";
 
 const CATALOG_PORT: u16 = 18_081;
 const ORDERS_LOCAL_PORT: u16 = 18_082;
@@ -63,8 +54,6 @@ const PROPAGATION_GOAL: Duration = Duration::from_millis(100);
 /// Pause between two reads of orders' read model while waiting for a change.
 const POLL_INTERVAL: Duration = Duration::from_millis(1);
 
-const READY_TIMEOUT: Duration = Duration::from_mins(1);
-const READY_POLL: Duration = Duration::from_millis(100);
 /// How long orders may take to join its consumer group and project the seeded products (it
 /// first replays whatever else is on the shared topic).
 const SEED_TIMEOUT: Duration = Duration::from_mins(2);
@@ -73,33 +62,29 @@ const VISIBLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The bench's own HTTP timeout; far above anything measured (the sync instance gives up
 /// after `SYNC_CATALOG_TIMEOUT`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a service may take to stop after SIGTERM before it is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-/// Log lines shown when a service fails to start.
-const LOG_TAIL_LINES: usize = 20;
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let setup = Setup::new()?;
     kafka::check_broker(&setup.bootstrap)?;
-    check_postgres(&setup.database_server).await?;
-    check_ports_free()?;
+    database::check_postgres(&setup.database_server).await?;
+    services::check_ports_free(&[CATALOG_PORT, ORDERS_LOCAL_PORT, ORDERS_SYNC_PORT])?;
     let plan = Plan::new(options.samples);
     eprintln!(
         "integration-events scenario: broker {}, PostgreSQL {}, run {}",
         setup.bootstrap,
-        redact(&setup.database_server),
+        database::redact(&setup.database_server),
         setup.run_id
     );
     std::fs::create_dir_all(&setup.log_dir)
         .with_context(|| format!("Failed to create {}", setup.log_dir.display()))?;
 
-    let mut services = Services::default();
+    let mut services = Services::new(setup.binaries.clone(), setup.log_dir.clone());
     let outcome = tokio::select! {
         outcome = measure(&setup, &plan, &mut services) => outcome,
-        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        signal = services::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     services.stop_all();
-    let dropped = drop_databases(&setup).await;
+    let dropped = database::drop_all(&setup.database_server, &setup.databases.all()).await;
 
     let results = outcome.map_err(|error| {
         anyhow::anyhow!(
@@ -143,23 +128,11 @@ impl Setup {
         };
         let mut run_id = uuid::Uuid::new_v4().simple().to_string();
         run_id.truncate(8);
-        let target = target_dir()?;
-        let binaries = target.join("release");
-        let missing: Vec<&str> = [Binary::CatalogCache, Binary::Orders]
-            .iter()
-            .map(|binary| binary.file_name())
-            .filter(|name| !binaries.join(name).is_file())
-            .collect();
-        anyhow::ensure!(
-            missing.is_empty(),
-            "{} not found in {}: build the services first with \
-             `cargo build --release -p catalog-cache -p orders`",
-            missing.join(" and "),
-            binaries.display()
-        );
+        let binaries = services::release_binaries(&[Binary::CatalogCache, Binary::Orders])?;
+        let target = services::target_dir()?;
         Ok(Self {
             bootstrap: from_env("KAFKA_BOOTSTRAP_SERVERS", kafka::DEFAULT_BOOTSTRAP),
-            database_server: from_env("DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_server: database::server_from_env(),
             binaries,
             log_dir: target
                 .join("bench")
@@ -170,7 +143,7 @@ impl Setup {
     }
 
     fn database_url(&self, database: &str) -> anyhow::Result<String> {
-        database_url(&self.database_server, database)
+        database::database_url(&self.database_server, database)
     }
 
     fn product_id(&self, index: usize) -> String {
@@ -182,19 +155,6 @@ impl Setup {
     fn consumer_group_prefix(&self, instance: &str) -> String {
         format!("asyncron-bench-{}-orders-{instance}", self.run_id)
     }
-}
-
-/// `target/`: the bench runs as `target/<profile>/asyncron-bench` (or from `deps/` in tests).
-fn target_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("Failed to find the bench's own executable")?;
-    let mut dir = exe.parent().context("the executable has no directory")?;
-    if dir.ends_with("deps") {
-        dir = dir.parent().context("deps/ has no parent")?;
-    }
-    Ok(dir
-        .parent()
-        .context("the executable is not in a Cargo target directory")?
-        .to_path_buf())
 }
 
 /// One database per service instance, all named after the run.
@@ -409,7 +369,6 @@ async fn start_services(
     };
     let databases = &setup.databases;
     let catalog = services.spawn(
-        setup,
         Binary::CatalogCache,
         "catalog-cache",
         CATALOG_PORT,
@@ -423,13 +382,7 @@ async fn start_services(
             setup.consumer_group_prefix("local"),
         ),
     ]);
-    let orders_local = services.spawn(
-        setup,
-        Binary::Orders,
-        "orders-local",
-        ORDERS_LOCAL_PORT,
-        local,
-    )?;
+    let orders_local = services.spawn(Binary::Orders, "orders-local", ORDERS_LOCAL_PORT, local)?;
     let mut sync = common(ORDERS_SYNC_PORT, &databases.orders_sync)?;
     sync.extend([
         ("CATALOG_LOOKUP", "sync".to_owned()),
@@ -440,8 +393,7 @@ async fn start_services(
             setup.consumer_group_prefix("sync"),
         ),
     ]);
-    let orders_sync =
-        services.spawn(setup, Binary::Orders, "orders-sync", ORDERS_SYNC_PORT, sync)?;
+    let orders_sync = services.spawn(Binary::Orders, "orders-sync", ORDERS_SYNC_PORT, sync)?;
 
     let instances = Instances {
         catalog,
@@ -456,60 +408,6 @@ async fn start_services(
     }
     progress.finish();
     Ok(instances)
-}
-
-/// Polls `GET /health/ready` until it answers 200; fails early, with the end of the service's
-/// log, when the process exits.
-async fn wait_ready(
-    services: &mut Services,
-    id: ServiceId,
-    http: &reqwest::Client,
-) -> anyhow::Result<Duration> {
-    let url = format!("{}/health/ready", services.get(id).url());
-    let started = Instant::now();
-    loop {
-        if let Some(status) = services.exited(id) {
-            let service = services.get(id);
-            anyhow::bail!(
-                "{} exited ({status}) before it was ready; the end of its log ({}):\n{}",
-                service.name,
-                service.log.display(),
-                log_tail(&service.log)
-            );
-        }
-        let answer = http.get(&url).timeout(READY_POLL * 10).send().await;
-        if answer.is_ok_and(|response| response.status() == StatusCode::OK) {
-            return Ok(started.elapsed());
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            let service = services.get(id);
-            anyhow::bail!(
-                "{} was not ready within {READY_TIMEOUT:?} ({url}); the end of its log ({}):\n{}",
-                service.name,
-                service.log.display(),
-                log_tail(&service.log)
-            );
-        }
-        tokio::time::sleep(READY_POLL).await;
-    }
-}
-
-/// The last lines of a log, without the backtrace of a service's fatal error (printed when
-/// `RUST_BACKTRACE` is set), which would push the error itself out of view.
-fn log_tail(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let (text, backtrace) = match text.split_once("\nStack backtrace:") {
-                Some((before, _)) => (before, "\n(backtrace left out)"),
-                None => (text.as_ref(), ""),
-            };
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
-            format!("{tail}{backtrace}")
-        }
-        Err(error) => format!("(cannot read it: {error})"),
-    }
 }
 
 /// What one price lookup step of the baseline does: calls one after another, or all at once.
@@ -850,283 +748,6 @@ where
     Ok(latency.summary())
 }
 
-/// The service binaries the scenario starts.
-#[derive(Debug, Clone, Copy)]
-enum Binary {
-    CatalogCache,
-    Orders,
-}
-
-impl Binary {
-    fn file_name(self) -> &'static str {
-        match self {
-            Self::CatalogCache => "catalog-cache",
-            Self::Orders => "orders",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ServiceId(usize);
-
-#[derive(Debug)]
-struct Service {
-    name: &'static str,
-    port: u16,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Service {
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-/// The started services. Dropping it stops them (SIGCONT in case one is frozen, SIGTERM, SIGKILL
-/// after [`STOP_TIMEOUT`]), so no process outlives the bench, whether it finishes, fails or
-/// panics.
-#[derive(Debug, Default)]
-struct Services {
-    running: Vec<Service>,
-}
-
-impl Services {
-    fn spawn(
-        &mut self,
-        setup: &Setup,
-        binary: Binary,
-        name: &'static str,
-        port: u16,
-        env: Vec<(&'static str, String)>,
-    ) -> anyhow::Result<ServiceId> {
-        let log = setup.log_dir.join(format!("{name}.log"));
-        let file =
-            File::create(&log).with_context(|| format!("Failed to create {}", log.display()))?;
-        let stderr = file
-            .try_clone()
-            .with_context(|| format!("Failed to open {}", log.display()))?;
-        let program = setup.binaries.join(binary.file_name());
-        let child = Command::new(&program)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(stderr)
-            // A process group of its own: a Ctrl-C in the terminal reaches only the bench,
-            // which then stops the services itself (and resumes a frozen one first).
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("Failed to start {}", program.display()))?;
-        self.running.push(Service {
-            name,
-            port,
-            child,
-            log,
-        });
-        Ok(ServiceId(self.running.len() - 1))
-    }
-
-    fn get(&self, id: ServiceId) -> &Service {
-        &self.running[id.0]
-    }
-
-    /// The exit status, once the process has exited.
-    fn exited(&mut self, id: ServiceId) -> Option<ExitStatus> {
-        self.running[id.0].child.try_wait().ok().flatten()
-    }
-
-    /// SIGSTOP: the process stops where it is; its sockets stay open and connections to it
-    /// hang, as with a service stuck in a long pause.
-    fn freeze(&mut self, id: ServiceId) -> anyhow::Result<()> {
-        self.signal(id, "STOP")
-    }
-
-    /// SIGCONT after [`Self::freeze`].
-    fn thaw(&mut self, id: ServiceId) -> anyhow::Result<()> {
-        self.signal(id, "CONT")
-    }
-
-    fn signal(&mut self, id: ServiceId, signal: &str) -> anyhow::Result<()> {
-        // Only a process not yet reaped: its pid cannot have been reused.
-        if let Some(status) = self.exited(id) {
-            anyhow::bail!("{} has exited ({status})", self.get(id).name);
-        }
-        send_signal(self.get(id).child.id(), signal)
-    }
-
-    /// Stops every service; returns when all have exited.
-    fn stop_all(&mut self) {
-        for service in &mut self.running {
-            if matches!(service.child.try_wait(), Ok(None)) {
-                let pid = service.child.id();
-                // A stopped process acts on SIGTERM only once it runs again.
-                for signal in ["CONT", "TERM"] {
-                    if let Err(error) = send_signal(pid, signal) {
-                        tracing::warn!(error = format!("{error:#}"), service = service.name);
-                    }
-                }
-            }
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        for service in &mut self.running {
-            loop {
-                match service.child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    _ => {
-                        eprintln!(
-                            "{} did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it",
-                            service.name
-                        );
-                        let _ = service.child.kill();
-                        let _ = service.child.wait();
-                        break;
-                    }
-                }
-            }
-        }
-        self.running.clear();
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-/// `kill -<signal> <pid>`: the workspace has no signal crate, and the `kill` command is
-/// everywhere the services run.
-fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .context("Failed to run `kill`")?;
-    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed ({status})");
-    Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM, naming it; `run` then stops the services and drops the
-/// databases instead of leaving them behind.
-async fn interrupted() -> &'static str {
-    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    let sigterm = async move {
-        match terminate {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        () = sigterm => "SIGTERM",
-    }
-}
-
-/// Fails fast when a port is taken: most likely by services of a bench run that was killed
-/// with SIGKILL and could not stop them.
-fn check_ports_free() -> anyhow::Result<()> {
-    for port in [CATALOG_PORT, ORDERS_LOCAL_PORT, ORDERS_SYNC_PORT] {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        anyhow::ensure!(
-            TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_err(),
-            "port {port} is in use; the scenario starts its own services on {CATALOG_PORT}-\
-             {ORDERS_SYNC_PORT}. Left over from a killed run? `ss -ltnp 'sport = :{port}'` shows \
-             the process."
-        );
-    }
-    Ok(())
-}
-
-async fn check_postgres(server: &str) -> anyhow::Result<()> {
-    let url = database_url(server, MAINTENANCE_DATABASE)?;
-    let connection = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&url))
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out"))
-        .and_then(|connected| connected.map_err(anyhow::Error::from));
-    match connection {
-        Ok(connection) => {
-            let _ = connection.close().await;
-            Ok(())
-        }
-        Err(error) => Err(error.context(format!(
-            "no PostgreSQL answers at {} (DATABASE_URL, default {DEFAULT_DATABASE_URL}); start \
-             it, or point DATABASE_URL at a server where this user may create databases",
-            redact(server)
-        ))),
-    }
-}
-
-/// Drops the run's databases, whether they were created or not.
-async fn drop_databases(setup: &Setup) -> anyhow::Result<()> {
-    let url = setup.database_url(MAINTENANCE_DATABASE)?;
-    let mut connection = PgConnection::connect(&url)
-        .await
-        .context("Failed to connect to drop the bench databases")?;
-    for database in setup.databases.all() {
-        // FORCE (PostgreSQL 13+): a connection of a killed service may still be closing.
-        let statement = format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_identifier(database)
-        );
-        sqlx::query(AssertSqlSafe(statement))
-            .execute(&mut connection)
-            .await
-            .with_context(|| format!("Failed to drop database {database}; drop it by hand"))?;
-    }
-    let _ = connection.close().await;
-    Ok(())
-}
-
-/// `server` (a `postgres://` URL) with its database replaced by `database`; user, password,
-/// host, port and `?parameters` are kept.
-fn database_url(server: &str, database: &str) -> anyhow::Result<String> {
-    let (main, query) = match server.split_once('?') {
-        Some((main, query)) => (main, Some(query)),
-        None => (server, None),
-    };
-    let (scheme, rest) = main.split_once("://").with_context(|| {
-        format!(
-            "cannot read DATABASE_URL `{}`: expected postgres://user[:password]@host[:port][/db]",
-            redact(server)
-        )
-    })?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let mut url = format!("{scheme}://{authority}/{database}");
-    if let Some(query) = query {
-        let _ = write!(url, "?{query}");
-    }
-    Ok(url)
-}
-
-/// The URL with its password, if any, replaced by `***`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// Quotes an identifier for PostgreSQL: `DROP DATABASE` takes no bind parameters.
-fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 fn comparisons(results: &Results) -> Vec<Comparison> {
     let millis = |duration: Duration| duration.as_secs_f64() * 1_000.0;
     let latency_rows = |name: &str, local: &LatencySummary, sync: Option<&LatencySummary>| {
@@ -1195,7 +816,7 @@ fn notes(setup: &Setup, plan: &Plan, results: &Results) -> Vec<String> {
         format!(
             "broker {}, PostgreSQL {}, run {}",
             setup.bootstrap,
-            redact(&setup.database_server),
+            database::redact(&setup.database_server),
             setup.run_id
         ),
         format!(
@@ -1308,40 +929,6 @@ impl Row for Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn database_urls_keep_the_server_and_replace_the_database() {
-        for (server, expected) in [
-            (
-                "postgres://postgres@127.0.0.1:5432/postgres",
-                "postgres://postgres@127.0.0.1:5432/bench_x",
-            ),
-            ("postgres://db.example", "postgres://db.example/bench_x"),
-            (
-                "postgresql://u:p@h:6543/app?sslmode=disable",
-                "postgresql://u:p@h:6543/bench_x?sslmode=disable",
-            ),
-            (
-                "postgres://h/?application_name=a",
-                "postgres://h/bench_x?application_name=a",
-            ),
-        ] {
-            assert_eq!(database_url(server, "bench_x").unwrap(), expected);
-        }
-        assert!(database_url("127.0.0.1:5432", "x").is_err());
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://user:secret@h:5432/db?x=1"),
-            "postgres://user:***@h:5432/db?x=1"
-        );
-        assert_eq!(
-            redact("postgres://postgres@127.0.0.1:5432"),
-            "postgres://postgres@127.0.0.1:5432"
-        );
-    }
 
     #[test]
     fn the_plan_follows_samples() {

@@ -30,6 +30,8 @@ use crate::report::{self, Column, Row};
 use crate::stats::{self, LatencyHistogram, LatencySummary};
 
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+/// Messages for the throughput rows unless `--messages` says otherwise.
+pub const DEFAULT_MESSAGES: usize = 100_000;
 const CLIENT_ID: &str = "asyncron-bench";
 
 const PARTITIONS: i32 = 6;
@@ -68,7 +70,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     );
     bench.provision().await?;
 
-    let messages = options.messages;
+    let messages = options.messages_or(DEFAULT_MESSAGES);
     let workload = Workload::new();
     let asyncron = Publisher::Asyncron(Producer::new(&bench.config)?);
     let raw = Publisher::Raw(bench.raw_producer()?);
@@ -201,7 +203,7 @@ fn notes(bench: &Bench, options: &Options, latency: &Measured<LatencySummary>) -
         format!(
             "throughput: {} messages of {PAYLOAD_BYTES} B over {} keys, {PARTITIONS} partitions, \
              {} publishes in flight; both consumers read the same topic (asyncron's)",
-            report::count(options.messages as f64),
+            report::count(options.messages_or(DEFAULT_MESSAGES) as f64),
             report::count(KEYS as f64),
             report::count(PRODUCE_IN_FLIGHT as f64),
         ),

@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+mod database;
 mod integration_events;
 mod kafka;
 mod progress;
 mod report;
+mod scheduler;
+mod services;
 mod stats;
+mod task_queue;
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -17,15 +21,24 @@ use anyhow::Context as _;
 enum Scenario {
     Kafka,
     IntegrationEvents,
+    TaskQueue,
+    Scheduler,
 }
 
 impl Scenario {
-    const ALL: &[Self] = &[Self::Kafka, Self::IntegrationEvents];
+    const ALL: &[Self] = &[
+        Self::Kafka,
+        Self::IntegrationEvents,
+        Self::TaskQueue,
+        Self::Scheduler,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Kafka => "kafka",
             Self::IntegrationEvents => "integration-events",
+            Self::TaskQueue => "task-queue",
+            Self::Scheduler => "scheduler",
         }
     }
 
@@ -39,6 +52,14 @@ impl Scenario {
                 "orders' catalog read model against a synchronous call to catalog-cache: price \
                  lookup, POST /orders with catalog-cache up and frozen, propagation delay"
             }
+            Self::TaskQueue => {
+                "asyncron's task queue against apalis on PostgreSQL: no-op tasks per second; \
+                 POST /orders with the confirmation offloaded against sent inline"
+            }
+            Self::Scheduler => {
+                "the task scheduler's firing delay (due → fired) at 1,000 fires/s, and the \
+                 highest rate it sustains with p99 under 100 ms"
+            }
         }
     }
 
@@ -50,6 +71,8 @@ impl Scenario {
         match self {
             Self::Kafka => kafka::run(options).await,
             Self::IntegrationEvents => integration_events::run(options).await,
+            Self::TaskQueue => task_queue::run(options).await,
+            Self::Scheduler => scheduler::run(options).await,
         }
     }
 }
@@ -57,22 +80,34 @@ impl Scenario {
 /// Settings shared by the scenarios; each one reads those that apply to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
-    /// Messages for the throughput rows.
-    pub messages: usize,
+    /// Messages (`kafka`) or tasks (`task-queue`) for the throughput rows; `None` leaves each
+    /// scenario its own default.
+    pub messages: Option<usize>,
     /// Messages for the latency rows (`kafka`); requests per side for the latency rows
-    /// (`integration-events`, which derives its other counts from it).
+    /// (`integration-events`, which derives its other counts from it, and `task-queue`).
     pub samples: usize,
     /// asyncron consumer's `max_in_flight_per_partition`; `None` keeps the runtime's default.
     pub max_in_flight: Option<usize>,
+    /// `scheduler`: seconds of the sustained phase (and at most this per step); `None` keeps
+    /// its default.
+    pub seconds: Option<usize>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
-            messages: 100_000,
+            messages: None,
             samples: 1_000,
             max_in_flight: None,
+            seconds: None,
         }
+    }
+}
+
+impl Options {
+    /// `--messages`, or the scenario's `default` when it was not given.
+    pub fn messages_or(&self, default: usize) -> usize {
+        self.messages.unwrap_or(default)
     }
 }
 
@@ -94,21 +129,26 @@ fn usage() -> String {
     let _ = write!(
         text,
         "\noptions:\n\
-         \x20 --messages N        messages for the throughput rows (default {})\n\
-         \x20 --samples N         messages for the latency rows; integration-events: orders per \
-         side, see its README section (default {})\n\
+         \x20 --messages N        messages (kafka, default {}) or tasks (task-queue, default {}) \
+         for the throughput rows\n\
+         \x20 --samples N         messages for the latency rows; integration-events and \
+         task-queue: orders per side, see their README sections (default {})\n\
          \x20 --max-in-flight N   asyncron consumer's max_in_flight_per_partition \
          (default: the runtime's)\n\
+         \x20 --seconds N         scheduler: seconds at 1,000 fires/s (default {}; each step \
+         runs at most 10)\n\
          \x20 -h, --help          this text\n\n\
          environment:\n\
          \x20 KAFKA_BOOTSTRAP_SERVERS   the broker (default {})\n\
-         \x20 DATABASE_URL              integration-events: the PostgreSQL server its services' \
-         databases are created on (default {})\n\
+         \x20 DATABASE_URL              integration-events, task-queue: the PostgreSQL server \
+         their databases are created on (default {})\n\
          \x20 RUST_LOG                  client and runtime logs on stderr (default: errors only)\n",
-        defaults.messages,
+        report::count(kafka::DEFAULT_MESSAGES as f64),
+        report::count(task_queue::DEFAULT_TASKS as f64),
         defaults.samples,
+        scheduler::DEFAULT_SECONDS,
         kafka::DEFAULT_BOOTSTRAP,
-        integration_events::DEFAULT_DATABASE_URL,
+        database::DEFAULT_DATABASE_URL,
     );
     text
 }
@@ -141,9 +181,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command>
         };
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
-            "--messages" => options.messages = value("--messages")?,
+            "--messages" => options.messages = Some(value("--messages")?),
             "--samples" => options.samples = value("--samples")?,
             "--max-in-flight" => options.max_in_flight = Some(value("--max-in-flight")?),
+            "--seconds" => options.seconds = Some(value("--seconds")?),
             flag if flag.starts_with('-') => anyhow::bail!("unknown option `{flag}`"),
             name => {
                 anyhow::ensure!(
@@ -229,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn task_queue_is_a_scenario_with_its_own_default_count() {
+        let Command::Run(scenario, options) = parse(&["task-queue"]).unwrap() else {
+            panic!("expected a run");
+        };
+        assert_eq!(scenario, Scenario::TaskQueue);
+        assert_eq!(options.messages_or(50_000), 50_000);
+        let Command::Run(_, options) = parse(&["task-queue", "--messages=2000"]).unwrap() else {
+            panic!("expected a run");
+        };
+        assert_eq!(options.messages_or(50_000), 2_000);
+    }
+
+    #[test]
     fn options_accept_both_spellings() {
         let Command::Run(_, options) = parse(&[
             "kafka",
@@ -244,9 +298,10 @@ mod tests {
         assert_eq!(
             options,
             Options {
-                messages: 20_000,
+                messages: Some(20_000),
                 samples: 50,
-                max_in_flight: Some(8)
+                max_in_flight: Some(8),
+                seconds: None,
             }
         );
     }
@@ -273,7 +328,7 @@ mod tests {
         ] {
             assert!(parse(args).is_err(), "{args:?} should be rejected");
         }
-        let error = parse(&["task-queue"]).unwrap_err().to_string();
-        assert!(error.contains("unknown scenario `task-queue`"), "{error}");
+        let error = parse(&["iterator"]).unwrap_err().to_string();
+        assert!(error.contains("unknown scenario `iterator`"), "{error}");
     }
 }

@@ -1,0 +1,327 @@
+//! The service processes a scenario starts from the release build, and stops however the run
+//! ends.
+//!
+//! A scenario that needs `orders`, `catalog-cache` or `notifications` starts its own instances,
+//! on ports and databases of its own, so that it can measure in one run what it compares and
+//! freeze or reconfigure them without disturbing anything a developer runs with
+//! `scripts/up.sh`. A [`Services`] guard stops them (and resumes a frozen one first) whether the
+//! run finishes, fails, is interrupted or panics.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use reqwest::StatusCode;
+
+const READY_TIMEOUT: Duration = Duration::from_mins(1);
+const READY_POLL: Duration = Duration::from_millis(100);
+/// How long a service may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Log lines shown when a service fails to start.
+const LOG_TAIL_LINES: usize = 20;
+
+/// The service binaries the scenarios start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binary {
+    CatalogCache,
+    Orders,
+    Notifications,
+}
+
+impl Binary {
+    /// The file in `target/release/`, which is also the Cargo package name.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::CatalogCache => "catalog-cache",
+            Self::Orders => "orders",
+            Self::Notifications => "notifications",
+        }
+    }
+}
+
+/// `target/`: the bench runs as `target/<profile>/asyncron-bench` (or from `deps/` in tests).
+pub fn target_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("Failed to find the bench's own executable")?;
+    let mut dir = exe.parent().context("the executable has no directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("deps/ has no parent")?;
+    }
+    Ok(dir
+        .parent()
+        .context("the executable is not in a Cargo target directory")?
+        .to_path_buf())
+}
+
+/// `target/release/`, once it holds every binary in `needed`. The bench builds nothing: the
+/// error names the command that does.
+pub fn release_binaries(needed: &[Binary]) -> anyhow::Result<PathBuf> {
+    let binaries = target_dir()?.join("release");
+    let missing: Vec<&str> = needed
+        .iter()
+        .map(|binary| binary.file_name())
+        .filter(|name| !binaries.join(name).is_file())
+        .collect();
+    let packages: Vec<String> = needed
+        .iter()
+        .map(|binary| format!("-p {}", binary.file_name()))
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{} not found in {}: build the services first with `cargo build --release {}`",
+        missing.join(" and "),
+        binaries.display(),
+        packages.join(" ")
+    );
+    Ok(binaries)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceId(usize);
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: &'static str,
+    port: u16,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// The started services. Dropping it stops them (SIGCONT in case one is frozen, SIGTERM, SIGKILL
+/// after [`STOP_TIMEOUT`]), so no process outlives the bench, whether it finishes, fails or
+/// panics.
+#[derive(Debug)]
+pub struct Services {
+    /// Where the binaries are (`target/release/`).
+    binaries: PathBuf,
+    /// Where each service's log goes, as `<name>.log`.
+    log_dir: PathBuf,
+    running: Vec<Service>,
+}
+
+impl Services {
+    pub fn new(binaries: PathBuf, log_dir: PathBuf) -> Self {
+        Self {
+            binaries,
+            log_dir,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts `binary` with `env` on top of the bench's own environment; its stdout and stderr
+    /// go to `<log_dir>/<name>.log`.
+    pub fn spawn(
+        &mut self,
+        binary: Binary,
+        name: &'static str,
+        port: u16,
+        env: Vec<(&'static str, String)>,
+    ) -> anyhow::Result<ServiceId> {
+        let log = self.log_dir.join(format!("{name}.log"));
+        let file =
+            File::create(&log).with_context(|| format!("Failed to create {}", log.display()))?;
+        let stderr = file
+            .try_clone()
+            .with_context(|| format!("Failed to open {}", log.display()))?;
+        let program = self.binaries.join(binary.file_name());
+        let child = Command::new(&program)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(stderr)
+            // A process group of its own: a Ctrl-C in the terminal reaches only the bench,
+            // which then stops the services itself (and resumes a frozen one first).
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("Failed to start {}", program.display()))?;
+        self.running.push(Service {
+            name,
+            port,
+            child,
+            log,
+        });
+        Ok(ServiceId(self.running.len() - 1))
+    }
+
+    pub fn get(&self, id: ServiceId) -> &Service {
+        &self.running[id.0]
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exited(&mut self, id: ServiceId) -> Option<ExitStatus> {
+        self.running[id.0].child.try_wait().ok().flatten()
+    }
+
+    /// SIGSTOP: the process stops where it is; its sockets stay open and connections to it
+    /// hang, as with a service stuck in a long pause.
+    pub fn freeze(&mut self, id: ServiceId) -> anyhow::Result<()> {
+        self.signal(id, "STOP")
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&mut self, id: ServiceId) -> anyhow::Result<()> {
+        self.signal(id, "CONT")
+    }
+
+    fn signal(&mut self, id: ServiceId, signal: &str) -> anyhow::Result<()> {
+        // Only a process not yet reaped: its pid cannot have been reused.
+        if let Some(status) = self.exited(id) {
+            anyhow::bail!("{} has exited ({status})", self.get(id).name);
+        }
+        send_signal(self.get(id).child.id(), signal)
+    }
+
+    /// Stops every service; returns when all have exited.
+    pub fn stop_all(&mut self) {
+        for service in &mut self.running {
+            if matches!(service.child.try_wait(), Ok(None)) {
+                let pid = service.child.id();
+                // A stopped process acts on SIGTERM only once it runs again.
+                for signal in ["CONT", "TERM"] {
+                    if let Err(error) = send_signal(pid, signal) {
+                        tracing::warn!(error = format!("{error:#}"), service = service.name);
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        for service in &mut self.running {
+            loop {
+                match service.child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        eprintln!(
+                            "{} did not stop within {STOP_TIMEOUT:?} of SIGTERM; killing it",
+                            service.name
+                        );
+                        let _ = service.child.kill();
+                        let _ = service.child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.running.clear();
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Polls `GET /health/ready` until it answers 200; fails early, with the end of the service's
+/// log, when the process exits.
+pub async fn wait_ready(
+    services: &mut Services,
+    id: ServiceId,
+    http: &reqwest::Client,
+) -> anyhow::Result<Duration> {
+    let url = format!("{}/health/ready", services.get(id).url());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = services.exited(id) {
+            let service = services.get(id);
+            anyhow::bail!(
+                "{} exited ({status}) before it was ready; the end of its log ({}):\n{}",
+                service.name,
+                service.log.display(),
+                log_tail(&service.log)
+            );
+        }
+        let answer = http.get(&url).timeout(READY_POLL * 10).send().await;
+        if answer.is_ok_and(|response| response.status() == StatusCode::OK) {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > READY_TIMEOUT {
+            let service = services.get(id);
+            anyhow::bail!(
+                "{} was not ready within {READY_TIMEOUT:?} ({url}); the end of its log ({}):\n{}",
+                service.name,
+                service.log.display(),
+                log_tail(&service.log)
+            );
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+/// The last lines of a log, without the backtrace of a service's fatal error (printed when
+/// `RUST_BACKTRACE` is set), which would push the error itself out of view.
+fn log_tail(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let (text, backtrace) = match text.split_once("\nStack backtrace:") {
+                Some((before, _)) => (before, "\n(backtrace left out)"),
+                None => (text.as_ref(), ""),
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+            format!("{tail}{backtrace}")
+        }
+        Err(error) => format!("(cannot read it: {error})"),
+    }
+}
+
+/// `kill -<signal> <pid>`: the workspace has no signal crate, and the `kill` command is
+/// everywhere the services run.
+fn send_signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("Failed to run `kill`")?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed ({status})");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming it; the scenario then stops its services and drops its
+/// databases instead of leaving them behind.
+pub async fn interrupted() -> &'static str {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    let sigterm = async move {
+        match terminate {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        () = sigterm => "SIGTERM",
+    }
+}
+
+/// Fails fast when one of the scenario's ports is taken: most likely by services of a bench run
+/// that was killed with SIGKILL and could not stop them.
+pub fn check_ports_free(ports: &[u16]) -> anyhow::Result<()> {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    for &port in ports {
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        anyhow::ensure!(
+            TcpStream::connect_timeout(&address, Duration::from_millis(500)).is_err(),
+            "port {port} is in use; the scenario starts its own services on {}. Left over from \
+             a killed run? `ss -ltnp 'sport = :{port}'` shows the process.",
+            list.join(", ")
+        );
+    }
+    Ok(())
+}

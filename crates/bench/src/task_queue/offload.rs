@@ -1,0 +1,888 @@
+//! Part 2: `POST /orders` with the order confirmation offloaded to a task queue against sending
+//! it inline, to a provider that takes 100 ms to answer.
+//!
+//! - **Offloaded**: the real `orders` service (release build, `CATALOG_LOOKUP=local`), which
+//!   stores the order, its `OrderPlaced` event and its `SendOrderConfirmation` task in one
+//!   transaction and answers; its outbox relay publishes the task to `notifications.tasks.v1`,
+//!   where the real `notifications` service (`NOTIFY_PROVIDER=webhook`) delivers it to the
+//!   bench's provider.
+//! - **Inline**: orders has no inline mode, so a small axum handler in the bench does the
+//!   equivalent work synchronously: one `INSERT` of the order into a fresh database, then one
+//!   call to the same provider, and answers 201 after both.
+//!
+//! The provider is an axum handler in the bench that waits 100 ms and answers 200. It records
+//! when each order's confirmation reached it, so that the offloaded side can also show that
+//! every confirmation was still delivered, and how long after the order was accepted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Json, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::Setup;
+use crate::database;
+use crate::progress::Progress;
+use crate::report::{self, Column, Row};
+use crate::services::{self, Binary, Services};
+use crate::stats::{LatencyHistogram, LatencySummary};
+
+const CATALOG_PORT: u16 = 18_091;
+const ORDERS_PORT: u16 = 18_092;
+const NOTIFICATIONS_PORT: u16 = 18_093;
+/// The ports of the services the part starts; the bench's own servers take free ports.
+pub(super) const PORTS: [u16; 3] = [CATALOG_PORT, ORDERS_PORT, NOTIFICATIONS_PORT];
+
+/// How long the provider takes to answer each call.
+const PROVIDER_DELAY: Duration = Duration::from_millis(100);
+/// Products created at catalog-cache before measuring.
+const PRODUCTS: usize = 50;
+/// Items per order.
+const ITEMS: usize = 3;
+/// Unmeasured orders per side before measuring: connections, caches, prepared statements.
+const WARM_UP: usize = 50;
+/// The issue's goal: the offloaded p99 this many times lower than the inline one.
+const P99_GOAL: f64 = 10.0;
+
+/// How long orders may take to join its consumer group and project the seeded products.
+const SEED_TIMEOUT: Duration = Duration::from_mins(2);
+/// How long notifications may take to join its group, replay what is on the shared topic and
+/// deliver the warm-up orders' confirmations.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_mins(3);
+/// No provider call for this long: notifications has nothing left to deliver.
+const QUIET: Duration = Duration::from_secs(1);
+/// How long the measured orders' confirmations may take to arrive after the last order.
+const DELIVERY_TIMEOUT: Duration = Duration::from_mins(2);
+/// The bench's own HTTP timeout; far above anything measured.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The timeout of notifications' webhook calls: well above [`PROVIDER_DELAY`].
+const WEBHOOK_TIMEOUT: &str = "5s";
+
+pub(super) async fn run(
+    setup: &Setup,
+    samples: usize,
+    services: &mut Services,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .context("Failed to build the HTTP client")?;
+    let provider = Provider::start().await?;
+    let inline = Inline::start(setup, &provider).await?;
+    let urls = start_services(setup, services, &http, &provider).await?;
+    let bench = Bench::new(setup, http, urls).await?;
+    bench.seed().await?;
+
+    // Offloaded first: its warm-up also waits until notifications is through whatever it
+    // replays from the shared topic, so that the measurement does not include that work.
+    let warm_up = bench
+        .place_orders("warm-up (offloaded)", &bench.orders, 0, WARM_UP)
+        .await?;
+    anyhow::ensure!(
+        warm_up.succeeded == WARM_UP,
+        "warm-up orders to orders answered {}",
+        warm_up.outcomes()
+    );
+    let caught_up = bench
+        .wait_confirmations(&provider, &warm_up, CATCH_UP_TIMEOUT)
+        .await?;
+    anyhow::ensure!(
+        caught_up.delivered == caught_up.expected,
+        "notifications delivered {} of the {} warm-up confirmations within {CATCH_UP_TIMEOUT:?}; \
+         its log is {}/notifications.log",
+        caught_up.delivered,
+        caught_up.expected,
+        setup.log_dir.display()
+    );
+    provider.wait_quiet().await?;
+    let offloaded = bench
+        .place_orders("POST /orders (offloaded)", &bench.orders, 0, samples)
+        .await?;
+    let delivery = bench
+        .wait_confirmations(&provider, &offloaded, DELIVERY_TIMEOUT)
+        .await?;
+
+    let inline_requests = bench
+        .place_orders("POST /orders (inline)", &inline.url, WARM_UP, samples)
+        .await?;
+    let results = Results {
+        offloaded,
+        inline: inline_requests,
+        delivery,
+        provider_calls: provider.log.calls.load(Ordering::Relaxed),
+    };
+    report::print(
+        "task-queue (2/2): POST /orders, confirmation offloaded to the task queue vs sent inline",
+        &notes(setup, samples, &results),
+        &comparisons(&results),
+    );
+    Ok(())
+}
+
+/// What was measured.
+#[derive(Debug)]
+struct Results {
+    offloaded: Requests,
+    inline: Requests,
+    delivery: Delivery,
+    /// Every call the provider got: inline confirmations, the run's offloaded ones, and what
+    /// notifications replayed from the shared topic.
+    provider_calls: usize,
+}
+
+/// A batch of `POST /orders`.
+#[derive(Debug, Default)]
+struct Requests {
+    latency: LatencySummary,
+    total: usize,
+    succeeded: usize,
+    /// `201`, `503`, `transport error`, … and how often.
+    outcomes: BTreeMap<String, usize>,
+    /// The orders accepted, with when their 201 arrived.
+    placed: Vec<(Uuid, Instant)>,
+}
+
+impl Requests {
+    fn success_percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.succeeded as f64 * 100.0 / self.total as f64
+        }
+    }
+
+    fn outcomes(&self) -> String {
+        self.outcomes
+            .iter()
+            .map(|(outcome, n)| format!("{} × {outcome}", report::count(*n as f64)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The offloaded orders' confirmations at the provider.
+#[derive(Debug, Default)]
+struct Delivery {
+    delivered: usize,
+    expected: usize,
+    /// From the order's 201 until its confirmation reached the provider.
+    after_answer: LatencySummary,
+}
+
+/// The URLs of the started services.
+struct Urls {
+    catalog: String,
+    orders: String,
+}
+
+async fn start_services(
+    setup: &Setup,
+    services: &mut Services,
+    http: &reqwest::Client,
+    provider: &Provider,
+) -> anyhow::Result<Urls> {
+    let databases = &setup.databases;
+    let common = |port: u16, database: &str| -> anyhow::Result<Vec<(&'static str, String)>> {
+        Ok(vec![
+            ("HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("DATABASE_URL", setup.database_url(database)?),
+            ("KAFKA_BOOTSTRAP_SERVERS", setup.bootstrap.clone()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ])
+    };
+    let catalog = services.spawn(
+        Binary::CatalogCache,
+        "catalog-cache",
+        CATALOG_PORT,
+        common(CATALOG_PORT, &databases.catalog)?,
+    )?;
+    let mut orders_env = common(ORDERS_PORT, &databases.orders)?;
+    orders_env.extend([
+        ("CATALOG_LOOKUP", "local".to_owned()),
+        (
+            "KAFKA_CONSUMER_GROUP_PREFIX",
+            format!("asyncron-bench-{}-orders", setup.run_id),
+        ),
+    ]);
+    let orders = services.spawn(Binary::Orders, "orders", ORDERS_PORT, orders_env)?;
+    let mut notifications_env = common(NOTIFICATIONS_PORT, &databases.notifications)?;
+    notifications_env.extend([
+        (
+            "KAFKA_CONSUMER_GROUP_PREFIX",
+            format!("asyncron-bench-{}-notifications", setup.run_id),
+        ),
+        ("NOTIFY_PROVIDER", "webhook".to_owned()),
+        ("NOTIFY_WEBHOOK_URL", provider.url.clone()),
+        ("NOTIFY_WEBHOOK_TIMEOUT", WEBHOOK_TIMEOUT.to_owned()),
+        ("ADMIN_ROUTES", "false".to_owned()),
+    ]);
+    let notifications = services.spawn(
+        Binary::Notifications,
+        "notifications",
+        NOTIFICATIONS_PORT,
+        notifications_env,
+    )?;
+
+    let progress = Progress::start("start services", 3);
+    let ready = progress.counter();
+    for id in [catalog, orders, notifications] {
+        services::wait_ready(services, id, http).await?;
+        ready.fetch_add(1, Ordering::Relaxed);
+    }
+    progress.finish();
+    Ok(Urls {
+        catalog: services.get(catalog).url(),
+        orders: services.get(orders).url(),
+    })
+}
+
+/// A server in the bench process, stopped when dropped.
+struct Server {
+    url: String,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(router: Router, path: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .context("Failed to bind a port for the bench's own server")?;
+        let address = listener
+            .local_addr()
+            .context("Failed to read the bench server's address")?;
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "a bench server stopped");
+            }
+        });
+        Ok(Self {
+            url: format!("http://{address}{path}"),
+            task,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The notification provider: takes [`PROVIDER_DELAY`] to answer each call.
+struct Provider {
+    url: String,
+    log: Arc<ProviderLog>,
+    _server: Server,
+}
+
+#[derive(Debug)]
+struct ProviderLog {
+    calls: AtomicUsize,
+    /// When each order's first confirmation arrived.
+    received: Mutex<HashMap<Uuid, Instant>>,
+    last_call: Mutex<Instant>,
+}
+
+/// The part of a notification the provider reads: both notifications' webhook and the inline
+/// handler send the order id.
+#[derive(Debug, Deserialize)]
+struct ProviderCall {
+    order_id: Option<Uuid>,
+}
+
+impl Provider {
+    async fn start() -> anyhow::Result<Self> {
+        let log = Arc::new(ProviderLog {
+            calls: AtomicUsize::new(0),
+            received: Mutex::new(HashMap::new()),
+            last_call: Mutex::new(Instant::now()),
+        });
+        let router = Router::new()
+            .route("/notifications", post(provider_call))
+            .with_state(log.clone());
+        let server = Server::start(router, "/notifications").await?;
+        Ok(Self {
+            url: server.url.clone(),
+            log,
+            _server: server,
+        })
+    }
+
+    /// When the provider got the confirmation of `order_id`, if it did.
+    fn received(&self, order_id: &Uuid) -> Option<Instant> {
+        self.log
+            .received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(order_id)
+            .copied()
+    }
+
+    /// Waits until no call arrived for [`QUIET`]: notifications delivered everything it had.
+    async fn wait_quiet(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let last = *self
+                .log
+                .last_call
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.elapsed() >= QUIET {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                started.elapsed() < CATCH_UP_TIMEOUT,
+                "the provider kept getting calls for {CATCH_UP_TIMEOUT:?}: is something else \
+                 enqueueing on notifications.tasks.v1?"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn provider_call(
+    State(log): State<Arc<ProviderLog>>,
+    Json(call): Json<ProviderCall>,
+) -> StatusCode {
+    let now = Instant::now();
+    log.calls.fetch_add(1, Ordering::Relaxed);
+    *log.last_call.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    if let Some(order_id) = call.order_id {
+        log.received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(order_id)
+            .or_insert(now);
+    }
+    tokio::time::sleep(PROVIDER_DELAY).await;
+    StatusCode::OK
+}
+
+/// The inline baseline: `POST /orders` that stores the order and calls the provider before it
+/// answers.
+struct Inline {
+    url: String,
+    _server: Server,
+}
+
+#[derive(Clone)]
+struct InlineState {
+    pool: PgPool,
+    http: reqwest::Client,
+    provider_url: String,
+}
+
+/// The request body, as orders reads it.
+#[derive(Debug, Deserialize)]
+struct PlaceOrder {
+    customer_id: String,
+    customer_email: String,
+    items: serde_json::Value,
+}
+
+impl Inline {
+    async fn start(setup: &Setup, provider: &Provider) -> anyhow::Result<Self> {
+        let pool = database::create(&setup.database_server, &setup.databases.inline, 4).await?;
+        sqlx::query(
+            "CREATE TABLE inline_orders (
+                order_id       UUID        PRIMARY KEY,
+                customer_id    TEXT        NOT NULL,
+                customer_email TEXT        NOT NULL,
+                items          JSONB       NOT NULL,
+                created_at     TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .execute(&pool)
+        .await
+        .context("Failed to create the inline baseline's table")?;
+        // As notifications' webhook client: a timeout well above the provider's delay.
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .context("Failed to build the inline baseline's HTTP client")?;
+        let state = InlineState {
+            pool,
+            http,
+            provider_url: provider.url.clone(),
+        };
+        let router = Router::new()
+            .route("/orders", post(inline_place_order))
+            .with_state(state);
+        let server = Server::start(router, "").await?;
+        Ok(Self {
+            url: server.url.clone(),
+            _server: server,
+        })
+    }
+}
+
+async fn inline_place_order(
+    State(state): State<InlineState>,
+    Json(order): Json<PlaceOrder>,
+) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let order_id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO inline_orders (order_id, customer_id, customer_email, items)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(order_id)
+    .bind(&order.customer_id)
+    .bind(&order.customer_email)
+    .bind(sqlx::types::Json(&order.items))
+    .execute(&state.pool)
+    .await;
+    if let Err(error) = inserted {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(json!({ "error": error.to_string() })),
+        );
+    }
+    let sent = state
+        .http
+        .post(&state.provider_url)
+        .json(&json!({
+            "task_id": order_id,
+            "kind": "order_confirmation",
+            "recipient": order.customer_email,
+            "subject": format!("Your order {order_id}"),
+            "body": "Thank you for your order.",
+            "order_id": order_id,
+        }))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status);
+    match sent {
+        Ok(_) => (
+            StatusCode::CREATED,
+            axum::Json(json!({ "order_id": order_id })),
+        ),
+        Err(error) => (
+            StatusCode::BAD_GATEWAY,
+            axum::Json(json!({ "error": error.to_string() })),
+        ),
+    }
+}
+
+/// The field of an answer to `POST /orders` the bench needs (both sides answer with it).
+#[derive(Debug, Deserialize)]
+struct Placed {
+    order_id: Uuid,
+}
+
+/// What the bench talks to.
+struct Bench {
+    http: reqwest::Client,
+    catalog: String,
+    orders: String,
+    /// orders' database, to see that its read model has the seeded products.
+    orders_db: PgPool,
+    customer_id: String,
+    product_ids: Vec<String>,
+}
+
+impl Bench {
+    async fn new(setup: &Setup, http: reqwest::Client, urls: Urls) -> anyhow::Result<Self> {
+        Ok(Self {
+            http,
+            catalog: urls.catalog,
+            orders: urls.orders,
+            orders_db: database::pool(&setup.database_server, &setup.databases.orders, 2).await?,
+            customer_id: format!("asyncron-bench-{}", setup.run_id),
+            product_ids: (0..PRODUCTS)
+                .map(|i| format!("bench-{}-p{i:03}", setup.run_id))
+                .collect(),
+        })
+    }
+
+    /// Creates the products at catalog-cache and waits until orders' read model has them.
+    async fn seed(&self) -> anyhow::Result<()> {
+        let progress = Progress::start("seed: create products", PRODUCTS);
+        let created = progress.counter();
+        for (i, product_id) in self.product_ids.iter().enumerate() {
+            self.http
+                .put(format!("{}/products/{product_id}", self.catalog))
+                .json(&json!({
+                    "sku": format!("SKU-{product_id}"),
+                    "name": format!("Bench product {product_id}"),
+                    "price_cents": 100 + 10 * i,
+                    "currency": "EUR",
+                    "stock": 1_000_000,
+                    "active": true,
+                }))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .with_context(|| format!("PUT /products/{product_id} failed"))?;
+            created.fetch_add(1, Ordering::Relaxed);
+        }
+        progress.finish();
+
+        let progress = Progress::start("seed: orders' read model", PRODUCTS);
+        progress.waiting_for("orders joining its consumer group");
+        let projected = progress.counter();
+        let started = Instant::now();
+        loop {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM catalog_products WHERE product_id = ANY($1)",
+            )
+            .bind(&self.product_ids)
+            .fetch_one(&self.orders_db)
+            .await
+            .context("Failed to count the products in orders' read model")?;
+            let count = usize::try_from(count).unwrap_or(0);
+            projected.store(count, Ordering::Relaxed);
+            if count == PRODUCTS {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < SEED_TIMEOUT,
+                "orders' read model holds {count} of {PRODUCTS} seeded products after \
+                 {SEED_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// `samples` orders of [`ITEMS`] items to `base_url`, one at a time, after `warm_up`
+    /// unmeasured ones (which must succeed). Failures are counted, not errors.
+    async fn place_orders(
+        &self,
+        label: &str,
+        base_url: &str,
+        warm_up: usize,
+        samples: usize,
+    ) -> anyhow::Result<Requests> {
+        let url = format!("{base_url}/orders");
+        for i in 0..warm_up {
+            let (status, body, _) = self.place_order(&url, i).await;
+            anyhow::ensure!(
+                status == "201",
+                "{label}: a warm-up POST /orders answered {status}: {body}"
+            );
+        }
+        let progress = Progress::start(label, samples);
+        let done = progress.counter();
+        let mut latency = LatencyHistogram::default();
+        let mut requests = Requests {
+            total: samples,
+            ..Requests::default()
+        };
+        for i in 0..samples {
+            let started = Instant::now();
+            let (status, _, placed) = self.place_order(&url, i).await;
+            let answered = Instant::now();
+            latency.record(answered.duration_since(started));
+            if let Some(order_id) = placed {
+                requests.succeeded += 1;
+                requests.placed.push((order_id, answered));
+            }
+            *requests.outcomes.entry(status).or_default() += 1;
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        progress.finish();
+        requests.latency = latency.summary();
+        Ok(requests)
+    }
+
+    /// One `POST /orders`: its status (or `transport error`), its body, and the order id when
+    /// it answered 201.
+    async fn place_order(&self, url: &str, sample: usize) -> (String, String, Option<Uuid>) {
+        let items: Vec<serde_json::Value> = (0..ITEMS)
+            .map(|k| {
+                let product_id = &self.product_ids[(sample * ITEMS + k) % PRODUCTS];
+                json!({"product_id": product_id, "quantity": k % 2 + 1})
+            })
+            .collect();
+        let body = json!({
+            "customer_id": self.customer_id,
+            "customer_email": "bench@example.com",
+            "items": items,
+        });
+        match self.http.post(url).json(&body).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                let placed = (status == reqwest::StatusCode::CREATED)
+                    .then(|| serde_json::from_str::<Placed>(&body).ok())
+                    .flatten()
+                    .map(|placed| placed.order_id);
+                (status.as_u16().to_string(), body, placed)
+            }
+            Err(error) if error.is_timeout() => {
+                ("bench timeout".to_owned(), error.to_string(), None)
+            }
+            Err(error) => ("transport error".to_owned(), error.to_string(), None),
+        }
+    }
+
+    /// Waits until the provider got the confirmation of every order in `requests`, for at most
+    /// `timeout` (not an error: the row says how many arrived).
+    async fn wait_confirmations(
+        &self,
+        provider: &Provider,
+        requests: &Requests,
+        timeout: Duration,
+    ) -> anyhow::Result<Delivery> {
+        let expected = requests.placed.len();
+        let progress = Progress::start("confirmations delivered", expected);
+        progress.waiting_for("notifications catching up");
+        let delivered = progress.counter();
+        let started = Instant::now();
+        let mut pending: Vec<&(Uuid, Instant)> = requests.placed.iter().collect();
+        let mut after_answer = LatencyHistogram::default();
+        while !pending.is_empty() && started.elapsed() < timeout {
+            pending.retain(|(order_id, answered)| match provider.received(order_id) {
+                Some(received) => {
+                    after_answer.record(received.saturating_duration_since(*answered));
+                    false
+                }
+                None => true,
+            });
+            delivered.store(expected - pending.len(), Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        progress.finish();
+        Ok(Delivery {
+            delivered: expected - pending.len(),
+            expected,
+            after_answer: after_answer.summary(),
+        })
+    }
+}
+
+fn comparisons(results: &Results) -> Vec<Comparison> {
+    let millis = |duration: Duration| duration.as_secs_f64() * 1_000.0;
+    let (offloaded, inline) = (&results.offloaded.latency, &results.inline.latency);
+    let delivery = &results.delivery.after_answer;
+    vec![
+        Comparison::lower(
+            "POST /orders p50",
+            Unit::Millis,
+            millis(offloaded.p50),
+            Some(millis(inline.p50)),
+        ),
+        Comparison::lower(
+            "POST /orders p99",
+            Unit::Millis,
+            millis(offloaded.p99),
+            Some(millis(inline.p99)),
+        ),
+        Comparison::lower(
+            "POST /orders max",
+            Unit::Millis,
+            millis(offloaded.max),
+            Some(millis(inline.max)),
+        ),
+        Comparison {
+            measurement: "POST /orders success",
+            unit: Unit::Percent,
+            offloaded: results.offloaded.success_percent(),
+            inline: Some(results.inline.success_percent()),
+            higher_is_better: true,
+        },
+        Comparison {
+            measurement: "confirmations at the provider",
+            unit: Unit::Percent,
+            offloaded: if results.delivery.expected == 0 {
+                0.0
+            } else {
+                results.delivery.delivered as f64 * 100.0 / results.delivery.expected as f64
+            },
+            inline: Some(results.inline.success_percent()),
+            higher_is_better: true,
+        },
+        Comparison::lower(
+            "confirmation at the provider after the 201, p50",
+            Unit::Millis,
+            millis(delivery.p50),
+            None,
+        ),
+        Comparison::lower(
+            "confirmation at the provider after the 201, p99",
+            Unit::Millis,
+            millis(delivery.p99),
+            None,
+        ),
+    ]
+}
+
+fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
+    let n = |count: usize| report::count(count as f64);
+    let databases = &setup.databases;
+    let (offloaded, inline) = (&results.offloaded.latency, &results.inline.latency);
+    let factor = inline.p99.as_secs_f64() / offloaded.p99.as_secs_f64();
+    let goal = if factor >= P99_GOAL { "met" } else { "NOT met" };
+    vec![
+        format!(
+            "broker {}, PostgreSQL {}, run {}",
+            setup.bootstrap,
+            database::redact(&setup.database_server),
+            setup.run_id
+        ),
+        format!(
+            "provider: an axum handler in the bench that waits {} ms and answers 200; it got \
+             {} calls in all (inline, offloaded, and whatever notifications replayed from the \
+             shared topic first)",
+            PROVIDER_DELAY.as_millis(),
+            n(results.provider_calls),
+        ),
+        format!(
+            "offloaded: the real orders service (:{ORDERS_PORT}, db {}, CATALOG_LOOKUP=local, \
+             {PRODUCTS} products seeded through catalog-cache :{CATALOG_PORT}): validation, \
+             pricing from its read model, then the order, its items, its OrderPlaced event and \
+             its SendOrderConfirmation task in one transaction (both through the outbox); it \
+             answers without waiting for the confirmation. notifications (:{NOTIFICATIONS_PORT}, \
+             db {}, NOTIFY_PROVIDER=webhook) delivers it to the provider afterwards, on the same \
+             machine, while orders are measured",
+            databases.orders, databases.notifications,
+        ),
+        format!(
+            "inline: orders has no inline mode, so an axum handler in the bench (db {}) does the \
+             equivalent work synchronously: parse the same body, one INSERT of the order, one \
+             POST of the confirmation to the provider, and 201 after both. It does less database \
+             work than orders (no pricing, items, event or task), which favours the inline side",
+            databases.inline,
+        ),
+        format!(
+            "{} POST /orders per side ({ITEMS} items), one at a time (concurrency 1) from one \
+             HTTP client; inline after {WARM_UP} unmeasured, offloaded after {WARM_UP} unmeasured \
+             whose confirmations the bench waited for, and then until the provider was quiet \
+             for {} ms. Outcomes: offloaded {}; inline {}",
+            n(samples),
+            QUIET.as_millis(),
+            results.offloaded.outcomes(),
+            results.inline.outcomes(),
+        ),
+        format!(
+            "confirmations of the measured offloaded orders at the provider: {} of {} within {} s \
+             of the last order; latency from the order's 201 until the provider got its \
+             confirmation (it answers {} ms later)",
+            n(results.delivery.delivered),
+            n(results.delivery.expected),
+            DELIVERY_TIMEOUT.as_secs(),
+            PROVIDER_DELAY.as_millis(),
+        ),
+        format!("goal: offloaded p99 >= {P99_GOAL:.0} x lower than inline: {goal} ({factor:.1} x)"),
+        "ratio = offloaded / inline; `better` says which direction is an improvement".to_owned(),
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    Millis,
+    Percent,
+}
+
+impl Unit {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Millis => "ms",
+            Self::Percent => "%",
+        }
+    }
+
+    fn format(self, value: f64) -> String {
+        match self {
+            Self::Millis => format!("{value:.2}"),
+            Self::Percent => format!("{value:.1}"),
+        }
+    }
+}
+
+/// One row: the offloaded side, and the inline side when it has the measurement.
+#[derive(Debug)]
+struct Comparison {
+    measurement: &'static str,
+    unit: Unit,
+    offloaded: f64,
+    inline: Option<f64>,
+    higher_is_better: bool,
+}
+
+impl Comparison {
+    fn lower(measurement: &'static str, unit: Unit, offloaded: f64, inline: Option<f64>) -> Self {
+        Self {
+            measurement,
+            unit,
+            offloaded,
+            inline,
+            higher_is_better: false,
+        }
+    }
+}
+
+impl Row for Comparison {
+    const COLUMNS: &'static [Column] = &[
+        Column::left("measurement"),
+        Column::left("unit"),
+        Column::right("offloaded"),
+        Column::right("inline"),
+        Column::right("ratio"),
+        Column::left("better"),
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        let (inline, ratio) = match self.inline {
+            Some(inline) => (
+                self.unit.format(inline),
+                report::ratio(self.offloaded, inline),
+            ),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        vec![
+            self.measurement.to_owned(),
+            self.unit.label().to_owned(),
+            self.unit.format(self.offloaded),
+            inline,
+            ratio,
+            if self.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            }
+            .to_owned(),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_without_an_inline_value_have_no_ratio() {
+        let row = Comparison::lower("delay p99", Unit::Millis, 12.345, None);
+        assert_eq!(row.cells(), ["delay p99", "ms", "12.35", "-", "-", "lower"]);
+        let row = Comparison::lower("p99", Unit::Millis, 5.0, Some(110.0));
+        assert_eq!(
+            row.cells(),
+            ["p99", "ms", "5.00", "110.00", "0.05", "lower"]
+        );
+    }
+
+    #[test]
+    fn outcomes_are_listed_by_status() {
+        let requests = Requests {
+            total: 3,
+            succeeded: 2,
+            outcomes: BTreeMap::from([("201".to_owned(), 2), ("502".to_owned(), 1)]),
+            ..Requests::default()
+        };
+        assert_eq!(requests.outcomes(), "2 × 201, 1 × 502");
+        assert!((requests.success_percent() - 200.0 / 3.0).abs() < 1e-9);
+    }
+}
