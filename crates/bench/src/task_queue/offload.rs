@@ -5,7 +5,9 @@
 //!   stores the order, its `OrderPlaced` event and its `SendOrderConfirmation` task in one
 //!   transaction and answers; its outbox relay publishes the task to `notifications.tasks.v1`,
 //!   where the real `notifications` service (`NOTIFY_PROVIDER=webhook`) delivers it to the
-//!   bench's provider.
+//!   bench's provider. Measured twice: with notifications delivering on the same cores while
+//!   the orders are placed, and with notifications stopped (SIGSTOP) meanwhile, as when it runs
+//!   on machines of its own.
 //! - **Inline**: orders has no inline mode, so a small axum handler in the bench does the
 //!   equivalent work synchronously: one `INSERT` of the order into a fresh database, then one
 //!   call to the same provider, and answers 201 after both.
@@ -36,7 +38,7 @@ use crate::database;
 use crate::progress::Progress;
 use crate::report::{self, Column, Row};
 use crate::services::{self, Binary, ServiceId, Services};
-use crate::stats::{LatencyHistogram, LatencySummary};
+use crate::stats::{self, LatencyHistogram, LatencySummary};
 
 const CATALOG_PORT: u16 = 18_091;
 const ORDERS_PORT: u16 = 18_092;
@@ -60,8 +62,9 @@ const SEED_TIMEOUT: Duration = Duration::from_mins(2);
 /// How long notifications may take to join its group, replay what is on the shared topic and
 /// deliver the warm-up orders' confirmations.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_mins(3);
-/// No provider call for this long: notifications has nothing left to deliver.
-const QUIET: Duration = Duration::from_secs(1);
+/// No provider call for this long: notifications has nothing left to deliver. Longer than a
+/// consumer group join, as notifications' retry levels join one after the other.
+const QUIET: Duration = Duration::from_secs(3);
 /// How long the measured orders' confirmations may take to arrive after the last order.
 const DELIVERY_TIMEOUT: Duration = Duration::from_mins(2);
 /// The bench's own HTTP timeout; far above anything measured.
@@ -81,7 +84,7 @@ pub(super) async fn run(
     let provider = Provider::start().await?;
     let inline = Inline::start(setup, &provider).await?;
     let (urls, ids) = start_services(setup, services, &http, &provider).await?;
-    let bench = Bench::new(setup, http, urls).await?;
+    let bench = Bench::new(setup, http, urls, &provider).await?;
     bench.seed().await?;
 
     // Offloaded first: its warm-up also waits until notifications is through whatever it
@@ -175,6 +178,8 @@ struct Requests {
     outcomes: BTreeMap<String, usize>,
     /// The orders accepted, with when their 201 arrived.
     placed: Vec<(Uuid, Instant)>,
+    /// The provider's calls so far when the batch started.
+    provider_calls_before: usize,
 }
 
 impl Requests {
@@ -202,6 +207,11 @@ struct Delivery {
     expected: usize,
     /// From the order's 201 until its confirmation reached the provider.
     after_answer: LatencySummary,
+    /// Confirmations per second at the provider, from the batch's first to its last.
+    rate: f64,
+    /// Provider calls from the batch's first order until its last confirmation that were not
+    /// for the batch: what notifications still replayed, duplicates.
+    other_calls: usize,
 }
 
 /// The URLs of the started services.
@@ -524,11 +534,19 @@ struct Bench {
     orders_db: PgPool,
     customer_id: String,
     product_ids: Vec<String>,
+    /// The provider's record, to count its calls.
+    provider: Arc<ProviderLog>,
 }
 
 impl Bench {
-    async fn new(setup: &Setup, http: reqwest::Client, urls: Urls) -> anyhow::Result<Self> {
+    async fn new(
+        setup: &Setup,
+        http: reqwest::Client,
+        urls: Urls,
+        provider: &Provider,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
+            provider: provider.log.clone(),
             http,
             catalog: urls.catalog,
             orders: urls.orders,
@@ -538,6 +556,10 @@ impl Bench {
                 .map(|i| format!("bench-{}-p{i:03}", setup.run_id))
                 .collect(),
         })
+    }
+
+    fn provider_calls(&self) -> usize {
+        self.provider.calls.load(Ordering::Relaxed)
     }
 
     /// Creates the products at catalog-cache and waits until orders' read model has them.
@@ -613,6 +635,7 @@ impl Bench {
         let mut latency = LatencyHistogram::default();
         let mut requests = Requests {
             total: samples,
+            provider_calls_before: self.provider_calls(),
             ..Requests::default()
         };
         for i in 0..samples {
@@ -671,6 +694,7 @@ impl Bench {
         requests: &Requests,
         timeout: Duration,
     ) -> anyhow::Result<Delivery> {
+        let calls_before = requests.provider_calls_before;
         let expected = requests.placed.len();
         let progress = Progress::start("confirmations delivered", expected);
         progress.waiting_for("notifications catching up");
@@ -678,10 +702,15 @@ impl Bench {
         let started = Instant::now();
         let mut pending: Vec<&(Uuid, Instant)> = requests.placed.iter().collect();
         let mut after_answer = LatencyHistogram::default();
+        let mut first_last: Option<(Instant, Instant)> = None;
         while !pending.is_empty() && started.elapsed() < timeout {
             pending.retain(|(order_id, answered)| match provider.received(order_id) {
                 Some(received) => {
                     after_answer.record(received.saturating_duration_since(*answered));
+                    first_last = Some(match first_last {
+                        Some((first, last)) => (first.min(received), last.max(received)),
+                        None => (received, received),
+                    });
                     false
                 }
                 None => true,
@@ -690,10 +719,16 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         progress.finish();
+        let delivered = expected - pending.len();
+        let calls = provider.log.calls.load(Ordering::Relaxed);
         Ok(Delivery {
-            delivered: expected - pending.len(),
+            delivered,
             expected,
             after_answer: after_answer.summary(),
+            rate: first_last.map_or(0.0, |(first, last)| {
+                stats::per_second(delivered.saturating_sub(1), last.duration_since(first))
+            }),
+            other_calls: calls.saturating_sub(calls_before + delivered),
         })
     }
 }
@@ -833,14 +868,19 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
         ),
         format!(
             "confirmations of the measured offloaded orders at the provider, each within {} s of \
-             the batch's last order: {} of {} while notifications ran, {} of {} after it \
-             resumed; `after the 201` is for the first batch: from the order's 201 until the \
-             provider got its confirmation (it answers {} ms later)",
+             the batch's last order: {} of {} while notifications ran ({} per second; {} other \
+             calls meanwhile), {} of {} after it resumed ({} per second; {} other calls); `after \
+             the 201` is for the first batch: from the order's 201 until the provider got its \
+             confirmation (it answers {} ms later)",
             DELIVERY_TIMEOUT.as_secs(),
             n(results.delivery.delivered),
             n(results.delivery.expected),
+            report::count(results.delivery.rate),
+            n(results.delivery.other_calls),
             n(results.paused_delivery.delivered),
             n(results.paused_delivery.expected),
+            report::count(results.paused_delivery.rate),
+            n(results.paused_delivery.other_calls),
             PROVIDER_DELAY.as_millis(),
         ),
         format!(
