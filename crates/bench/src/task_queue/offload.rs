@@ -81,7 +81,7 @@ pub(super) async fn run(
         .timeout(REQUEST_TIMEOUT)
         .build()
         .context("Failed to build the HTTP client")?;
-    let provider = Provider::start().await?;
+    let provider = Provider::start(customer_email(setup)).await?;
     let inline = Inline::start(setup, &provider).await?;
     let (urls, ids) = start_services(setup, services, &http, &provider).await?;
     let bench = Bench::new(setup, http, urls, &provider).await?;
@@ -142,6 +142,7 @@ pub(super) async fn run(
         delivery,
         paused_delivery,
         provider_calls: provider.log.calls.load(Ordering::Relaxed),
+        foreign_calls: provider.log.foreign.load(Ordering::Relaxed),
     };
     report::print(
         "task-queue (2/2): POST /orders, confirmation offloaded to the task queue vs sent inline",
@@ -166,6 +167,8 @@ struct Results {
     /// Every call the provider got: inline confirmations, the run's offloaded ones, and what
     /// notifications replayed from the shared topic.
     provider_calls: usize,
+    /// Of those, the replayed ones (another recipient).
+    foreign_calls: usize,
 }
 
 /// A batch of `POST /orders`.
@@ -209,8 +212,10 @@ struct Delivery {
     after_answer: LatencySummary,
     /// Confirmations per second at the provider, from the batch's first to its last.
     rate: f64,
+    /// Confirmations of the batch's orders that arrived more than once.
+    duplicates: usize,
     /// Provider calls from the batch's first order until its last confirmation that were not
-    /// for the batch: what notifications still replayed, duplicates.
+    /// for the batch: what notifications still replayed from the shared topic.
     other_calls: usize,
 }
 
@@ -333,23 +338,33 @@ struct Provider {
 
 #[derive(Debug)]
 struct ProviderLog {
+    /// The run's customer e-mail: notifications to it are the run's, and take
+    /// [`PROVIDER_DELAY`].
+    recipient: String,
     calls: AtomicUsize,
-    /// When each order's first confirmation arrived.
-    received: Mutex<HashMap<Uuid, Instant>>,
+    /// Calls for other recipients: what notifications replays from the shared topic (earlier
+    /// runs, tests). Answered at once, so that the replay does not take minutes; they are no
+    /// part of any measurement.
+    foreign: AtomicUsize,
+    /// When each order's first confirmation arrived, and how many arrived.
+    received: Mutex<HashMap<Uuid, (Instant, usize)>>,
     last_call: Mutex<Instant>,
 }
 
 /// The part of a notification the provider reads: both notifications' webhook and the inline
-/// handler send the order id.
+/// handler send the recipient and the order id.
 #[derive(Debug, Deserialize)]
 struct ProviderCall {
+    recipient: Option<String>,
     order_id: Option<Uuid>,
 }
 
 impl Provider {
-    async fn start() -> anyhow::Result<Self> {
+    async fn start(recipient: String) -> anyhow::Result<Self> {
         let log = Arc::new(ProviderLog {
+            recipient,
             calls: AtomicUsize::new(0),
+            foreign: AtomicUsize::new(0),
             received: Mutex::new(HashMap::new()),
             last_call: Mutex::new(Instant::now()),
         });
@@ -371,7 +386,20 @@ impl Provider {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(order_id)
-            .copied()
+            .map(|(first, _)| *first)
+    }
+
+    /// Confirmations of these orders beyond the first of each.
+    fn duplicates<'a>(&self, order_ids: impl Iterator<Item = &'a Uuid>) -> usize {
+        let received = self
+            .log
+            .received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        order_ids
+            .filter_map(|order_id| received.get(order_id))
+            .map(|(_, count)| count - 1)
+            .sum()
     }
 
     /// Waits until no call arrived for [`QUIET`]: notifications delivered everything it had.
@@ -403,12 +431,17 @@ async fn provider_call(
     let now = Instant::now();
     log.calls.fetch_add(1, Ordering::Relaxed);
     *log.last_call.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    if call.recipient.as_deref() != Some(log.recipient.as_str()) {
+        log.foreign.fetch_add(1, Ordering::Relaxed);
+        return StatusCode::OK;
+    }
     if let Some(order_id) = call.order_id {
         log.received
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(order_id)
-            .or_insert(now);
+            .or_insert((now, 0))
+            .1 += 1;
     }
     tokio::time::sleep(PROVIDER_DELAY).await;
     StatusCode::OK
@@ -519,6 +552,11 @@ async fn inline_place_order(
     }
 }
 
+/// The run's customer address: the provider tells the run's notifications by it.
+fn customer_email(setup: &Setup) -> String {
+    format!("bench-{}@example.com", setup.run_id)
+}
+
 /// The field of an answer to `POST /orders` the bench needs (both sides answer with it).
 #[derive(Debug, Deserialize)]
 struct Placed {
@@ -533,6 +571,7 @@ struct Bench {
     /// orders' database, to see that its read model has the seeded products.
     orders_db: PgPool,
     customer_id: String,
+    customer_email: String,
     product_ids: Vec<String>,
     /// The provider's record, to count its calls.
     provider: Arc<ProviderLog>,
@@ -552,6 +591,7 @@ impl Bench {
             orders: urls.orders,
             orders_db: database::pool(&setup.database_server, &setup.databases.orders, 2).await?,
             customer_id: format!("asyncron-bench-{}", setup.run_id),
+            customer_email: customer_email(setup),
             product_ids: (0..PRODUCTS)
                 .map(|i| format!("bench-{}-p{i:03}", setup.run_id))
                 .collect(),
@@ -666,7 +706,7 @@ impl Bench {
             .collect();
         let body = json!({
             "customer_id": self.customer_id,
-            "customer_email": "bench@example.com",
+            "customer_email": self.customer_email,
             "items": items,
         });
         match self.http.post(url).json(&body).send().await {
@@ -721,6 +761,7 @@ impl Bench {
         progress.finish();
         let delivered = expected - pending.len();
         let calls = provider.log.calls.load(Ordering::Relaxed);
+        let duplicates = provider.duplicates(requests.placed.iter().map(|(order_id, _)| order_id));
         Ok(Delivery {
             delivered,
             expected,
@@ -728,7 +769,8 @@ impl Bench {
             rate: first_last.map_or(0.0, |(first, last)| {
                 stats::per_second(delivered.saturating_sub(1), last.duration_since(first))
             }),
-            other_calls: calls.saturating_sub(calls_before + delivered),
+            duplicates,
+            other_calls: calls.saturating_sub(calls_before + delivered + duplicates),
         })
     }
 }
@@ -830,11 +872,14 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
             setup.run_id
         ),
         format!(
-            "provider: an axum handler in the bench that waits {} ms and answers 200; it got \
-             {} calls in all (inline, offloaded, and whatever notifications replayed from the \
-             shared topic first)",
+            "provider: an axum handler in the bench that waits {} ms and answers 200 for the \
+             run's notifications (recipient {}); it got {} calls, {} of them notifications of \
+             earlier runs and tests that notifications replayed from the shared topic, which it \
+             answered at once",
             PROVIDER_DELAY.as_millis(),
+            customer_email(setup),
             n(results.provider_calls),
+            n(results.foreign_calls),
         ),
         format!(
             "offloaded: the real orders service (:{ORDERS_PORT}, db {}, CATALOG_LOOKUP=local, \
@@ -868,18 +913,20 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
         ),
         format!(
             "confirmations of the measured offloaded orders at the provider, each within {} s of \
-             the batch's last order: {} of {} while notifications ran ({} per second; {} other \
-             calls meanwhile), {} of {} after it resumed ({} per second; {} other calls); `after \
-             the 201` is for the first batch: from the order's 201 until the provider got its \
-             confirmation (it answers {} ms later)",
+             the batch's last order: {} of {} while notifications ran ({} per second, {} \
+             duplicates, {} replayed calls meanwhile), {} of {} after it resumed ({} per second, \
+             {} duplicates, {} replayed calls); `after the 201` is for the first batch: from the \
+             order's 201 until the provider got its confirmation (it answers {} ms later)",
             DELIVERY_TIMEOUT.as_secs(),
             n(results.delivery.delivered),
             n(results.delivery.expected),
             report::count(results.delivery.rate),
+            n(results.delivery.duplicates),
             n(results.delivery.other_calls),
             n(results.paused_delivery.delivered),
             n(results.paused_delivery.expected),
             report::count(results.paused_delivery.rate),
+            n(results.paused_delivery.duplicates),
             n(results.paused_delivery.other_calls),
             PROVIDER_DELAY.as_millis(),
         ),
