@@ -1,18 +1,25 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod orders_view;
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use integration_events::Projector;
 use kafka::{BrokerCheck, KafkaConfig, Producer};
+use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use sqlx::PgPool;
+use task_scheduler::Scheduler;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{Config, SERVICE_NAME};
+
+use crate::orders_view::{ORDERS_TOPIC, OrdersView};
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -21,18 +28,26 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: PgPool,
+    kafka: KafkaConfig,
     producer: Producer,
     config: Config,
 }
 
 impl Application {
-    /// Connects to the database (creating it and running migrations) and to the broker, and
-    /// binds the HTTP port. Fails fast, naming what is wrong.
+    /// Connects to the database (creating it and running the migrations: the service's own, the
+    /// read models' revision records, the outbox, the task queue's execution records and the
+    /// task scheduler's tables) and to the broker, and binds the HTTP port. Fails fast, naming
+    /// what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
                 .await
                 .context("Failed to prepare the database")?;
+        integration_events::migrate(&pool).await?;
+        outbox::migrate(&pool).await?;
+        task_queue::migrate(&pool).await?;
+        task_scheduler::migrate(&pool).await?;
+
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
         let health = Health::new()
@@ -50,6 +65,7 @@ impl Application {
             listener,
             router,
             pool,
+            kafka,
             producer,
             config,
         })
@@ -62,16 +78,100 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` is cancelled, then finishes in-flight requests, flushes the
-    /// producer and closes the pool.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} listening");
-        platform::http::serve(self.listener, self.router, shutdown).await?;
-        self.producer
-            .flush(self.config.common.shutdown_timeout)
-            .await?;
-        self.pool.close().await;
-        tracing::info!("{SERVICE_NAME} stopped");
-        Ok(())
+    /// The service's database, migrated.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
+
+    /// Serves HTTP, projects `orders.orders.v1` into `orders_view`, fires the due schedules and
+    /// relays the outbox to Kafka until `shutdown` is cancelled. Then, in this order: finishes
+    /// in-flight requests, stops the projection, the scheduler and the relay (each finishes the
+    /// work in hand), flushes the producer and closes the pool.
+    ///
+    /// These background tasks should only stop at shutdown. If one of them stops before, it
+    /// failed for good (an event that can never be applied, say); the service then shuts down
+    /// the same way and returns the error, rather than go on exporting from a read model that no
+    /// longer changes.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
+        let Self {
+            listener,
+            router,
+            pool,
+            kafka,
+            producer,
+            config,
+        } = self;
+        // HTTP stops first, so that everything requests recorded in the outbox until then is
+        // there before the relay's last pass; what the relay leaves is published after the next
+        // start.
+        let stop_http = shutdown.child_token();
+        let stop_background = CancellationToken::new();
+
+        // Provisions orders.orders.v1 as the contract allows, so that report-exporter may start
+        // before orders ever ran.
+        let projection = Projector::new(
+            pool.clone(),
+            &kafka,
+            &config.consumer_group_prefix,
+            ORDERS_TOPIC.spec(),
+            OrdersView,
+        )
+        .start(stop_background.clone())
+        .await
+        .context("Failed to start the orders_view projection")?;
+        let projection = tokio::spawn(until_stopped(
+            "orders_view projection",
+            projection.wait(),
+            stop_http.clone(),
+        ));
+        let firing = tokio::spawn(until_stopped(
+            "task scheduler",
+            Scheduler::new(pool.clone()).run(stop_background.clone()),
+            stop_http.clone(),
+        ));
+        let relay = tokio::spawn(until_stopped(
+            "outbox relay",
+            OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
+            stop_http.clone(),
+        ));
+
+        let served = platform::http::serve(listener, router, stop_http).await;
+
+        stop_background.cancel();
+        let projected = projection
+            .await
+            .context("The orders_view projection task panicked");
+        let fired = firing.await.context("The task scheduler panicked");
+        let relayed = relay.await.context("The outbox relay task panicked");
+        let flushed = producer.flush(config.common.shutdown_timeout).await;
+        pool.close().await;
+        tracing::info!("{SERVICE_NAME} stopped");
+
+        served?;
+        projected??;
+        fired??;
+        relayed??;
+        flushed
+    }
+}
+
+/// Runs background `work` that is meant to last until shutdown. If it ends before `stop` is
+/// cancelled, it failed: `stop` is cancelled, so that the whole service shuts down.
+async fn until_stopped(
+    what: &'static str,
+    work: impl Future<Output = anyhow::Result<()>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let result = work.await;
+    if stop.is_cancelled() {
+        return result.with_context(|| format!("The {what} failed"));
+    }
+    let error = match result {
+        Err(error) => error.context(format!("The {what} failed")),
+        Ok(()) => anyhow::anyhow!("The {what} stopped before shutdown"),
+    };
+    tracing::error!(error = format!("{error:#}"), "shutting down");
+    stop.cancel();
+    Err(error)
 }
