@@ -268,6 +268,13 @@ impl<H: Handler> Lanes<H> {
                 Err(error) => error,
             };
             metrics.failed.increment(1);
+            // A handler that gave up because the consumer is stopping (one that was waiting,
+            // say) has not failed: its message is delivered again after the restart or the
+            // rebalance, like any message that did not finish.
+            if stop.is_cancelled() {
+                tracing::info!(parent: &span, attempt, error = %error, "handler stopped with the consumer; abandoned");
+                return Outcome::Abandoned;
+            }
             if error.is_retryable() && attempt < self.retry.max_attempts {
                 let backoff = self.retry.backoff(attempt);
                 tracing::warn!(parent: &span, attempt, ?backoff, error = %error, "handler failed; retrying");

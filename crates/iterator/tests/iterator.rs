@@ -1,0 +1,491 @@
+//! The iterator against a real PostgreSQL and broker: a job copies `numbers` into `copied`
+//! chunk by chunk; the tests check that every item is processed once through completion,
+//! sharding, failures, a killed runner, pause/resume/cancel and the throttle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use iterator::{
+    Chunk, CompletedJob, Control, Job, JobOptions, JobRunner, JobState, JobStatus, Jobs, Shard,
+};
+use kafka::{KafkaConfig, Producer, RetryPolicy, RunningConsumer, TopicSpec};
+use outbox::OutboxRelay;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgConnection, PgPool};
+use test_support::{TestDatabase, eventually, kafka_bootstrap_servers, unique_name};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_mins(1);
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct CopyParams {
+    /// Numbers `1..=up_to`.
+    up_to: i64,
+}
+
+/// Copies the ids of `numbers` into `copied`, recording the step that copied each. A shard
+/// takes the ids whose remainder by the shard count is its index. `fail_at`: a chunk starting
+/// after that id fails, until the test sets it back to 0.
+#[derive(Clone)]
+struct CopyNumbers {
+    pool: PgPool,
+    fail_at: Arc<AtomicI64>,
+}
+
+impl Job for CopyNumbers {
+    const KIND: &'static str = "copy_numbers";
+    type Params = CopyParams;
+    type Cursor = i64;
+    type Item = i64;
+
+    async fn next_chunk(
+        &self,
+        shard: &Shard<'_, CopyParams>,
+        after: Option<&i64>,
+        limit: usize,
+    ) -> anyhow::Result<Chunk<i64, i64>> {
+        let after = after.copied().unwrap_or(0);
+        let fail_at = self.fail_at.load(Ordering::SeqCst);
+        anyhow::ensure!(
+            fail_at == 0 || after < fail_at,
+            "refusing ids after {after}"
+        );
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM numbers WHERE id > $1 AND id <= $2 AND id % $3 = $4
+             ORDER BY id LIMIT $5",
+        )
+        .bind(after)
+        .bind(shard.params.up_to)
+        .bind(i64::from(shard.count))
+        .bind(i64::from(shard.index))
+        .bind(i64::try_from(limit)?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Chunk::after_last(ids, limit, |id| *id))
+    }
+
+    async fn process(
+        &self,
+        conn: &mut PgConnection,
+        shard: &Shard<'_, CopyParams>,
+        ids: Vec<i64>,
+    ) -> anyhow::Result<()> {
+        // A primary key: an item copied twice would fail the chunk, not hide.
+        sqlx::query("INSERT INTO copied (id, step) SELECT id, $2 FROM unnest($1::bigint[]) AS id")
+            .bind(&ids)
+            .bind(shard.step)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn total(&self, params: &CopyParams) -> anyhow::Result<Option<u64>> {
+        Ok(Some(params.up_to as u64))
+    }
+
+    async fn on_complete(
+        &self,
+        conn: &mut PgConnection,
+        job: &CompletedJob<'_, CopyParams>,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO completions (job_id, processed) VALUES ($1, $2)")
+            .bind(job.job_id)
+            .bind(job.processed)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+struct Setup {
+    #[allow(dead_code, reason = "kept for its Drop, which removes the database")]
+    db: TestDatabase,
+    pool: PgPool,
+    kafka: KafkaConfig,
+    topic: String,
+    group: String,
+    jobs: Jobs,
+    job: CopyNumbers,
+    relay_stop: CancellationToken,
+    relay: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Setup {
+    async fn new(numbers: i64) -> Self {
+        platform::telemetry::init_for_tests();
+        let db = TestDatabase::create().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&db.url)
+            .await
+            .expect("connect");
+        outbox::migrate(&pool).await.expect("outbox migrations");
+        iterator::migrate(&pool).await.expect("iterator migrations");
+        sqlx::raw_sql(
+            "CREATE TABLE numbers (id BIGINT PRIMARY KEY);
+             CREATE TABLE copied (id BIGINT PRIMARY KEY, step BIGINT NOT NULL);
+             CREATE TABLE completions (job_id UUID NOT NULL, processed BIGINT NOT NULL);",
+        )
+        .execute(&pool)
+        .await
+        .expect("create tables");
+        sqlx::query("INSERT INTO numbers SELECT generate_series(1, $1)")
+            .bind(numbers)
+            .execute(&pool)
+            .await
+            .expect("insert numbers");
+        let kafka = KafkaConfig::new(kafka_bootstrap_servers().await, "iterator-test");
+        let producer = Producer::new(&kafka).expect("producer");
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(OutboxRelay::new(pool.clone(), producer).run(relay_stop.clone()));
+        let topic = unique_name("iterator-test");
+        Self {
+            jobs: Jobs::new(pool.clone(), &topic),
+            job: CopyNumbers {
+                pool: pool.clone(),
+                fail_at: Arc::new(AtomicI64::new(0)),
+            },
+            group: unique_name("iterator-test"),
+            topic,
+            kafka,
+            relay_stop,
+            relay: Some(relay),
+            db,
+            pool,
+        }
+    }
+
+    async fn runner(&self, instance: &str) -> (CancellationToken, RunningConsumer) {
+        let shutdown = CancellationToken::new();
+        let running = JobRunner::new(
+            self.pool.clone(),
+            &self.kafka,
+            &self.group,
+            TopicSpec::new(&self.topic).partitions(3),
+        )
+        .register(self.job.clone())
+        .instance(instance)
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(100),
+        })
+        .start(shutdown.clone())
+        .await
+        .expect("start the runner");
+        (shutdown, running)
+    }
+
+    async fn start(&self, up_to: i64, options: JobOptions) -> Uuid {
+        self.jobs
+            .start(&self.job, &CopyParams { up_to }, options)
+            .await
+            .expect("start a job")
+    }
+
+    async fn status(&self, job_id: Uuid) -> JobStatus {
+        self.jobs
+            .status(job_id)
+            .await
+            .expect("status")
+            .expect("the job exists")
+    }
+
+    async fn until_state(&self, job_id: Uuid, state: JobState) -> JobStatus {
+        eventually(DEADLINE, &format!("job {job_id} {state}"), || async {
+            let status = self.status(job_id).await;
+            (status.state == state).then_some(status)
+        })
+        .await
+    }
+
+    async fn scalar(&self, sql: &'static str, job_id: Option<Uuid>) -> i64 {
+        let query = sqlx::query_scalar(sql);
+        let query = match job_id {
+            Some(job_id) => query.bind(job_id),
+            None => query,
+        };
+        query.fetch_one(&self.pool).await.expect(sql)
+    }
+
+    async fn copied(&self) -> i64 {
+        self.scalar("SELECT count(*) FROM copied", None).await
+    }
+
+    async fn stop(mut self) {
+        self.relay_stop.cancel();
+        if let Some(relay) = self.relay.take() {
+            relay.await.expect("join").expect("the relay stops cleanly");
+        }
+    }
+}
+
+async fn stop(runner: (CancellationToken, RunningConsumer)) {
+    runner.0.cancel();
+    runner.1.wait().await.expect("the runner stops cleanly");
+}
+
+#[tokio::test]
+async fn a_job_runs_in_chunks_to_completion_and_its_hook_runs_once() {
+    let setup = Setup::new(10_000).await;
+    let runner = setup.runner("only").await;
+    let options = JobOptions {
+        chunk_size: 1_000,
+        ..JobOptions::default()
+    };
+    let job_id = setup.start(10_000, options).await;
+
+    let status = setup.until_state(job_id, JobState::Completed).await;
+    assert_eq!(status.processed, 10_000);
+    assert_eq!(status.total_estimate, Some(10_000));
+    assert_eq!(status.progress, Some(1.0));
+    assert!(status.rate_per_sec.is_some_and(|rate| rate > 0.0));
+    assert_eq!(setup.copied().await, 10_000);
+    // Ten full chunks, then an empty one that finds the end.
+    let steps = setup
+        .scalar(
+            "SELECT count(*) FROM job_steps WHERE job_id = $1",
+            Some(job_id),
+        )
+        .await;
+    assert_eq!(steps, 11);
+    let hooks = setup
+        .scalar(
+            "SELECT count(*) FROM completions WHERE job_id = $1 AND processed = 10000",
+            Some(job_id),
+        )
+        .await;
+    assert_eq!(hooks, 1);
+
+    stop(runner).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn shards_run_in_parallel_and_the_job_completes_when_all_have() {
+    let setup = Setup::new(8_000).await;
+    let runner = setup.runner("only").await;
+    let job_id = setup
+        .start(
+            8_000,
+            JobOptions {
+                chunk_size: 500,
+                shards: 4,
+                ..JobOptions::default()
+            },
+        )
+        .await;
+
+    let status = setup.until_state(job_id, JobState::Completed).await;
+    assert_eq!(status.processed, 8_000);
+    assert_eq!(setup.copied().await, 8_000);
+    let shards_done = setup
+        .scalar(
+            "SELECT count(*) FROM job_shards WHERE job_id = $1 AND done",
+            Some(job_id),
+        )
+        .await;
+    assert_eq!(shards_done, 4);
+    let hooks = setup
+        .scalar(
+            "SELECT count(*) FROM completions WHERE job_id = $1",
+            Some(job_id),
+        )
+        .await;
+    assert_eq!(hooks, 1);
+
+    stop(runner).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_chunk_failing_on_every_attempt_fails_the_job_and_resume_retries_it() {
+    let setup = Setup::new(5_000).await;
+    setup.job.fail_at.store(2_000, Ordering::SeqCst);
+    let runner = setup.runner("only").await;
+    let job_id = setup
+        .start(
+            5_000,
+            JobOptions {
+                chunk_size: 1_000,
+                ..JobOptions::default()
+            },
+        )
+        .await;
+
+    let failed = setup.until_state(job_id, JobState::Failed).await;
+    assert_eq!(
+        failed.processed, 2_000,
+        "the chunks before the failing one stay done"
+    );
+    assert_eq!(failed.attempts, 3);
+    let error = failed.last_error.expect("the error is kept");
+    assert!(error.contains("refusing ids after 2000"), "{error}");
+    assert_eq!(setup.copied().await, 2_000);
+
+    setup.job.fail_at.store(0, Ordering::SeqCst);
+    assert_eq!(
+        setup.jobs.resume(job_id).await.expect("resume"),
+        Control::Applied
+    );
+    let completed = setup.until_state(job_id, JobState::Completed).await;
+    assert_eq!(completed.processed, 5_000);
+    assert_eq!(completed.last_error, None);
+    assert_eq!(setup.copied().await, 5_000);
+
+    stop(runner).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_runner_loses_no_chunk_and_repeats_none() {
+    let setup = Setup::new(20_000).await;
+    let first = setup.runner("first").await;
+    // Throttled so that the kill lands mid-job.
+    let job_id = setup
+        .start(
+            20_000,
+            JobOptions {
+                chunk_size: 500,
+                max_rows_per_sec: Some(10_000),
+                ..JobOptions::default()
+            },
+        )
+        .await;
+    eventually(DEADLINE, "a few chunks done", || async {
+        (setup.status(job_id).await.processed >= 3_000).then_some(())
+    })
+    .await;
+    first.1.kill().await;
+    let at_kill = setup.status(job_id).await.processed;
+    assert!(at_kill < 20_000, "the job finished before the kill");
+
+    let second = setup.runner("second").await;
+    let status = setup.until_state(job_id, JobState::Completed).await;
+    assert_eq!(status.processed, 20_000);
+    assert_eq!(setup.copied().await, 20_000);
+    // Every step exactly once (a repeated one would have failed on `copied`'s key), and the
+    // second runner took over.
+    let by_second = setup
+        .scalar(
+            "SELECT count(*) FROM job_steps WHERE job_id = $1 AND processed_by = 'second'",
+            Some(job_id),
+        )
+        .await;
+    assert!(by_second > 0);
+
+    stop(second).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn pause_stops_progress_resume_completes_cancel_ends() {
+    let setup = Setup::new(6_000).await;
+    let runner = setup.runner("only").await;
+    let slow = JobOptions {
+        chunk_size: 200,
+        max_rows_per_sec: Some(2_000),
+        ..JobOptions::default()
+    };
+    let job_id = setup.start(6_000, slow).await;
+    eventually(DEADLINE, "progress", || async {
+        (setup.status(job_id).await.processed > 0).then_some(())
+    })
+    .await;
+
+    assert_eq!(
+        setup.jobs.pause(job_id).await.expect("pause"),
+        Control::Applied
+    );
+    assert_eq!(
+        setup.jobs.pause(job_id).await.expect("pause"),
+        Control::Unchanged
+    );
+    // The chunk in progress may still finish; after that, nothing moves.
+    let mut last = setup.status(job_id).await.processed;
+    let settled = Instant::now();
+    let paused_at = loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = setup.status(job_id).await.processed;
+        if now == last {
+            break now;
+        }
+        assert!(settled.elapsed() < DEADLINE, "still moving after the pause");
+        last = now;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = setup.status(job_id).await;
+    assert_eq!(status.state, JobState::Paused);
+    assert_eq!(status.processed, paused_at, "no progress while paused");
+    assert!(paused_at < 6_000);
+
+    assert_eq!(
+        setup.jobs.resume(job_id).await.expect("resume"),
+        Control::Applied
+    );
+    let completed = setup.until_state(job_id, JobState::Completed).await;
+    assert_eq!(completed.processed, 6_000);
+    assert_eq!(setup.copied().await, 6_000);
+    assert_eq!(
+        setup.jobs.resume(job_id).await.expect("resume"),
+        Control::NotAllowed(JobState::Completed)
+    );
+
+    // A second job, cancelled mid-way: no further step is taken.
+    sqlx::query("TRUNCATE copied")
+        .execute(&setup.pool)
+        .await
+        .expect("truncate");
+    let cancelled = setup.start(6_000, slow).await;
+    eventually(DEADLINE, "progress", || async {
+        (setup.status(cancelled).await.processed > 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        setup.jobs.cancel(cancelled).await.expect("cancel"),
+        Control::Applied
+    );
+    let status = setup.status(cancelled).await;
+    assert_eq!(status.state, JobState::Cancelled);
+    assert!(status.finished_at.is_some());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = setup.status(cancelled).await;
+    assert_eq!(later.state, JobState::Cancelled);
+    // At most the chunk in progress at the cancel finished after it.
+    assert!(later.processed <= status.processed + 200);
+    assert!(later.processed < 6_000);
+
+    stop(runner).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn the_throttle_holds_the_rate_within_ten_percent() {
+    let setup = Setup::new(3_000).await;
+    let runner = setup.runner("only").await;
+    let job_id = setup
+        .start(
+            3_000,
+            JobOptions {
+                chunk_size: 100,
+                max_rows_per_sec: Some(1_000),
+                ..JobOptions::default()
+            },
+        )
+        .await;
+    let status = setup.until_state(job_id, JobState::Completed).await;
+    let elapsed = (status.finished_at.expect("finished") - status.started_at.expect("started"))
+        .as_seconds_f64();
+    let rate = 3_000.0 / elapsed;
+    assert!(
+        (900.0..=1_100.0).contains(&rate),
+        "measured {rate:.0} rows/s over {elapsed:.2} s for a limit of 1000"
+    );
+
+    stop(runner).await;
+    setup.stop().await;
+}
