@@ -271,6 +271,57 @@ impl fmt::Debug for CommonConfig {
     }
 }
 
+/// A service's admin endpoints (`ADMIN_ROUTES`, default `true`) and the token that guards them
+/// (`ADMIN_TOKEN`). [`crate::http::admin::protect`] puts routes behind the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminConfig {
+    /// `ADMIN_ROUTES=false`: `/admin/...` does not exist (404).
+    Disabled,
+    /// `/admin/...` answers requests with `Authorization: Bearer <token>`, and only those.
+    Enabled { token: AdminToken },
+}
+
+impl AdminConfig {
+    /// Reads `ADMIN_ROUTES` and, while it is `true`, the required `ADMIN_TOKEN`: there is no
+    /// default token, because a default that works is a default that stays in production.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if !env.parse_or("ADMIN_ROUTES", true)? {
+            return Ok(Self::Disabled);
+        }
+        let token = env.get("ADMIN_TOKEN").ok_or_else(|| ConfigError::Invalid {
+            variable: "ADMIN_TOKEN".to_owned(),
+            value: String::new(),
+            reason: "required while ADMIN_ROUTES is true (the default): set a long random token, \
+                     e.g. `openssl rand -hex 32`, or ADMIN_ROUTES=false"
+                .to_owned(),
+        })?;
+        Ok(Self::Enabled {
+            token: AdminToken(token),
+        })
+    }
+}
+
+/// The bearer token of the admin endpoints. Its `Debug` hides it: services log their
+/// configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AdminToken(***)")
+    }
+}
+
 /// Replaces the password in `scheme://user:password@host/...` with `***`.
 fn redact_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|index| index + 3) else {
@@ -480,6 +531,55 @@ mod tests {
             redact_password("postgres://app:p@ss@db:5432/app?sslmode=disable"),
             "postgres://app:***@db:5432/app?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn admin_routes_need_a_token_unless_they_are_disabled() {
+        let err = AdminConfig::from_env(&env(&[])).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { ref variable, .. } if variable == "ADMIN_TOKEN")
+        );
+        assert!(err.to_string().contains("ADMIN_ROUTES=false"), "{err}");
+
+        for pairs in [
+            &[("ADMIN_ROUTES", "false")][..],
+            &[("ADMIN_ROUTES", "false"), ("ADMIN_TOKEN", "s3cret")][..],
+        ] {
+            assert_eq!(
+                AdminConfig::from_env(&env(pairs)).unwrap(),
+                AdminConfig::Disabled
+            );
+        }
+        for pairs in [
+            &[("ADMIN_TOKEN", "s3cret")][..],
+            &[("ADMIN_ROUTES", "true"), ("ADMIN_TOKEN", "s3cret")][..],
+        ] {
+            assert_eq!(
+                AdminConfig::from_env(&env(pairs)).unwrap(),
+                AdminConfig::Enabled {
+                    token: AdminToken::new("s3cret")
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_admin_routes_value_names_the_variable() {
+        let err = AdminConfig::from_env(&env(&[("ADMIN_ROUTES", "yes"), ("ADMIN_TOKEN", "t")]))
+            .unwrap_err();
+
+        assert!(
+            matches!(err, ConfigError::Invalid { ref variable, .. } if variable == "ADMIN_ROUTES")
+        );
+    }
+
+    #[test]
+    fn the_admin_token_stays_out_of_debug_output() {
+        let config = AdminConfig::from_env(&env(&[("ADMIN_TOKEN", "s3cret")])).unwrap();
+
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("AdminToken(***)"), "{debug}");
     }
 
     #[test]

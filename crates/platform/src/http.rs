@@ -1,5 +1,7 @@
-//! The HTTP side of a service: error bodies, extractors, the shared router and the server.
+//! The HTTP side of a service: error bodies, extractors, the shared router and the server, and
+//! the bearer-token check of admin routes ([`admin`]).
 
+pub mod admin;
 mod extract;
 mod problem;
 

@@ -1,6 +1,6 @@
-use std::fmt;
 use std::time::Duration;
 
+pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env, parse_duration};
 use reqwest::Url;
 
@@ -38,6 +38,8 @@ pub struct Config {
     /// level before its next attempt. After the last level it goes to the dead-letter topic.
     pub retry_delays: Vec<Duration>,
     pub provider: ProviderConfig,
+    /// `ADMIN_ROUTES` and `ADMIN_TOKEN`: the dead-letter and schedule admin endpoints and their
+    /// bearer token.
     pub admin: AdminConfig,
     pub digest: DigestConfig,
 }
@@ -116,57 +118,6 @@ impl ProviderConfig {
                 "use log (only log notifications) or webhook (POST them to NOTIFY_WEBHOOK_URL)",
             )),
         }
-    }
-}
-
-/// The DLQ admin endpoints (`ADMIN_ROUTES`, default `true`) and the token that guards them
-/// (`ADMIN_TOKEN`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminConfig {
-    /// `ADMIN_ROUTES=false`: `/admin/...` does not exist (404).
-    Disabled,
-    /// `/admin/...` answers requests with `Authorization: Bearer <token>`, and only those.
-    Enabled { token: AdminToken },
-}
-
-impl AdminConfig {
-    /// With the routes enabled, `ADMIN_TOKEN` is required: there is no default token, because
-    /// a default that works is a default that stays in production.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        if !env.parse_or("ADMIN_ROUTES", true)? {
-            return Ok(Self::Disabled);
-        }
-        let token = env.get("ADMIN_TOKEN").ok_or_else(|| {
-            invalid(
-                "ADMIN_TOKEN",
-                "",
-                "required while ADMIN_ROUTES is true (the default): set a long random token, \
-                 e.g. `openssl rand -hex 32`, or ADMIN_ROUTES=false",
-            )
-        })?;
-        Ok(Self::Enabled {
-            token: AdminToken(token),
-        })
-    }
-}
-
-/// The bearer token of the admin endpoints. Its `Debug` hides it: the configuration is logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(String);
-
-impl AdminToken {
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(***)")
     }
 }
 

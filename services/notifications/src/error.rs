@@ -2,8 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
-use axum::http::header::WWW_AUTHENTICATE;
 use axum::response::{IntoResponse, Response};
 use platform::http::Problem;
 use uuid::Uuid;
@@ -22,26 +20,9 @@ pub enum ApiError {
     #[error("task {0} is not in the dead-letter list")]
     DeadLetterNotFound(Uuid),
 
-    /// 404: no pending schedule has this id (unknown, fired or cancelled already).
-    #[error("no pending schedule {0}")]
-    ScheduleNotFound(Uuid),
-
-    /// 401 on the admin endpoints, with `WWW-Authenticate: Bearer`.
-    #[error("unauthorized: {0:?}")]
-    Unauthorized(Credentials),
-
     /// 500: a bug, or an outage of the database or the broker. Logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-/// What was wrong with the credentials of an admin request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials {
-    /// No `Authorization: Bearer …` header.
-    Missing,
-    /// A bearer token that is not `ADMIN_TOKEN`.
-    Wrong,
 }
 
 impl IntoResponse for ApiError {
@@ -55,29 +36,8 @@ impl IntoResponse for ApiError {
                 "Task {task_id} is not in the dead-letter list: it was never dead-lettered, or \
                  it was replayed or dropped already."
             )),
-            Self::ScheduleNotFound(id) => Problem::not_found(format!(
-                "No pending schedule {id}: it does not exist, or it fired or was cancelled \
-                 already."
-            )),
-            Self::Unauthorized(credentials) => return unauthorized(credentials),
             Self::Internal(error) => Problem::internal(&error),
         };
         problem.into_response()
     }
-}
-
-/// 401 with the challenge of RFC 6750: `error="invalid_token"` when a token was given.
-fn unauthorized(credentials: Credentials) -> Response {
-    let (challenge, detail) = match credentials {
-        Credentials::Missing => (
-            r#"Bearer realm="notifications-admin""#,
-            "The admin endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
-        ),
-        Credentials::Wrong => (
-            r#"Bearer realm="notifications-admin", error="invalid_token""#,
-            "The bearer token is not the admin token.",
-        ),
-    };
-    let problem = Problem::new(StatusCode::UNAUTHORIZED).with_detail(detail);
-    ([(WWW_AUTHENTICATE, challenge)], problem).into_response()
 }

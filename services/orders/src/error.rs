@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use axum::http::header::WWW_AUTHENTICATE;
 use axum::response::{IntoResponse, Response};
 use platform::http::Problem;
 use uuid::Uuid;
@@ -38,18 +37,6 @@ pub enum ApiError {
     #[error("catalog product {0} not found")]
     CatalogProductNotFound(String),
 
-    /// 400: a query parameter is out of range; what is wrong, keyed by parameter.
-    #[error("invalid query parameters: {0:?}")]
-    InvalidQuery(BTreeMap<String, String>),
-
-    /// 404: no pending schedule has this id (unknown, fired or cancelled already).
-    #[error("no pending schedule {0}")]
-    ScheduleNotFound(Uuid),
-
-    /// 401 on the admin endpoints, with `WWW-Authenticate: Bearer`.
-    #[error("unauthorized: {0:?}")]
-    Unauthorized(Credentials),
-
     /// 503, in the benchmark baseline only (`CATALOG_LOOKUP=sync`): catalog-cache failed or did
     /// not answer in time. With the read model there is nothing to wait for.
     #[error("catalog-cache is unavailable")]
@@ -58,15 +45,6 @@ pub enum ApiError {
     /// 500: a bug or an outage of the service's own database. Logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
-}
-
-/// What was wrong with the credentials of an admin request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credentials {
-    /// No `Authorization: Bearer …` header.
-    Missing,
-    /// A bearer token that is not `ADMIN_TOKEN`.
-    Wrong,
 }
 
 impl From<ApiError> for Problem {
@@ -105,15 +83,6 @@ impl From<ApiError> for Problem {
                 "Product {product_id} is not in orders' copy of the catalog: catalog-cache never \
                  announced it, deleted it, or its event has not arrived yet."
             )),
-            ApiError::InvalidQuery(errors) => Problem::bad_request(
-                "A query parameter is invalid; `errors` says what is wrong with each.",
-            )
-            .with_extension("errors", serde_json::json!(errors)),
-            ApiError::ScheduleNotFound(id) => Problem::not_found(format!(
-                "No pending schedule {id}: it does not exist, or it fired or was cancelled \
-                 already."
-            )),
-            ApiError::Unauthorized(credentials) => unauthorized_problem(credentials),
             ApiError::CatalogUnavailable(source) => {
                 let error = anyhow::Error::new(source);
                 tracing::warn!(error = format!("{error:#}"), "catalog-cache did not answer");
@@ -128,30 +97,6 @@ impl From<ApiError> for Problem {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match self {
-            // The challenge of RFC 6750, with `error="invalid_token"` when a token was given.
-            Self::Unauthorized(credentials) => {
-                let challenge = match credentials {
-                    Credentials::Missing => r#"Bearer realm="orders-admin""#,
-                    Credentials::Wrong => r#"Bearer realm="orders-admin", error="invalid_token""#,
-                };
-                (
-                    [(WWW_AUTHENTICATE, challenge)],
-                    unauthorized_problem(credentials),
-                )
-                    .into_response()
-            }
-            other => Problem::from(other).into_response(),
-        }
+        Problem::from(self).into_response()
     }
-}
-
-fn unauthorized_problem(credentials: Credentials) -> Problem {
-    let detail = match credentials {
-        Credentials::Missing => {
-            "The admin endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header."
-        }
-        Credentials::Wrong => "The bearer token is not the admin token.",
-    };
-    Problem::new(StatusCode::UNAUTHORIZED).with_detail(detail)
 }

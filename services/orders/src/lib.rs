@@ -1,6 +1,5 @@
 #![doc = include_str!("../README.md")]
 
-mod admin;
 mod catalog;
 mod config;
 mod error;
@@ -34,6 +33,9 @@ use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
 use crate::orders::{FollowUps, ORDERS_TOPIC};
 use crate::pricing::PriceLookup;
 use crate::routes::AppState;
+
+/// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
+const ADMIN_REALM: &str = "orders-admin";
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -102,7 +104,14 @@ impl Application {
         let mut api = routes::router(state);
         match &config.admin {
             AdminConfig::Enabled { token } => {
-                api = api.merge(admin::router(Schedules::new(pool.clone()), token.clone()));
+                // `GET /admin/schedules` (each order's cancellation and reminder) and
+                // `DELETE /admin/schedules/{id}`, behind the bearer token as in notifications.
+                let schedules = task_scheduler::admin::router(Schedules::new(pool.clone()));
+                api = api.merge(platform::http::admin::protect(
+                    schedules,
+                    token.clone(),
+                    ADMIN_REALM,
+                ));
             }
             AdminConfig::Disabled => {
                 tracing::info!("ADMIN_ROUTES=false: the schedule admin endpoints are off");
