@@ -1,6 +1,8 @@
 //! The runner handles jobs of many types from one topic, so it holds them behind a
 //! type-erased trait that speaks JSON for parameters and cursors.
 
+use std::any::Any;
+
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use serde::Deserialize as _;
@@ -10,11 +12,11 @@ use uuid::Uuid;
 
 use crate::job::{CompletedJob, Job, Shard};
 
-/// Where a shard stands after a chunk.
-#[derive(Debug)]
-pub(crate) struct StepOutcome {
+/// A loaded chunk, its items still typed (behind `Any`) for the job's `process`.
+pub(crate) struct Loaded {
+    items: Box<dyn Any + Send>,
     pub rows: i32,
-    /// `None`: the shard is exhausted; its stored cursor stays where it was.
+    /// `None`: the shard is exhausted with this chunk; its stored cursor stays where it was.
     pub next: Option<Value>,
 }
 
@@ -31,12 +33,17 @@ pub(crate) struct StepAt<'a> {
 }
 
 pub(crate) trait ErasedJob: Send + Sync {
-    /// Loads the chunk after the cursor and processes it through `conn`.
-    fn step<'a>(
+    /// Loads the chunk after the cursor. Outside the step's transaction, so that a step never
+    /// holds two connections at once (the job may read through the same pool).
+    fn load<'a>(&'a self, at: StepAt<'a>) -> BoxFuture<'a, anyhow::Result<Loaded>>;
+
+    /// Processes a chunk that [`Self::load`] returned for the same step, through `conn`.
+    fn process<'a>(
         &'a self,
         conn: &'a mut PgConnection,
         at: StepAt<'a>,
-    ) -> BoxFuture<'a, anyhow::Result<StepOutcome>>;
+        chunk: Loaded,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
 
     fn complete<'a>(
         &'a self,
@@ -48,12 +55,18 @@ pub(crate) trait ErasedJob: Send + Sync {
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
+fn shard<'a, P>(at: &StepAt<'_>, params: &'a P) -> Shard<'a, P> {
+    Shard {
+        job_id: at.job_id,
+        index: at.shard as u32,
+        count: at.shards as u32,
+        step: at.step,
+        params,
+    }
+}
+
 impl<J: Job> ErasedJob for J {
-    fn step<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        at: StepAt<'a>,
-    ) -> BoxFuture<'a, anyhow::Result<StepOutcome>> {
+    fn load<'a>(&'a self, at: StepAt<'a>) -> BoxFuture<'a, anyhow::Result<Loaded>> {
         Box::pin(async move {
             let params = decode_params::<J>(at.params)?;
             let cursor = at
@@ -61,15 +74,8 @@ impl<J: Job> ErasedJob for J {
                 .map(J::Cursor::deserialize)
                 .transpose()
                 .with_context(|| format!("Failed to decode a stored {} cursor", J::KIND))?;
-            let shard = Shard {
-                job_id: at.job_id,
-                index: at.shard as u32,
-                count: at.shards as u32,
-                step: at.step,
-                params: &params,
-            };
             let chunk = self
-                .next_chunk(&shard, cursor.as_ref(), at.limit)
+                .next_chunk(&shard(&at, &params), cursor.as_ref(), at.limit)
                 .await
                 .context("Failed to load the next chunk")?;
             let rows = i32::try_from(chunk.items.len())
@@ -79,10 +85,29 @@ impl<J: Job> ErasedJob for J {
                 .map(|cursor| serde_json::to_value(&cursor))
                 .transpose()
                 .with_context(|| format!("Failed to encode a {} cursor", J::KIND))?;
-            self.process(conn, &shard, chunk.items)
+            Ok(Loaded {
+                items: Box::new(chunk.items),
+                rows,
+                next,
+            })
+        })
+    }
+
+    fn process<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        at: StepAt<'a>,
+        chunk: Loaded,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let params = decode_params::<J>(at.params)?;
+            let items = chunk
+                .items
+                .downcast::<Vec<J::Item>>()
+                .map_err(|_| anyhow::anyhow!("a chunk of another job type"))?;
+            Job::process(self, conn, &shard(&at, &params), *items)
                 .await
-                .context("Failed to process the chunk")?;
-            Ok(StepOutcome { rows, next })
+                .context("Failed to process the chunk")
         })
     }
 

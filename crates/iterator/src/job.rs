@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 /// A long-running job, run as a chain of chunks.
 ///
-/// The runner calls [`Job::next_chunk`] with the shard's durable cursor, then
-/// [`Job::process`] with the chunk inside the transaction that also stores the new cursor and
-/// marks the step done. Whatever `process` writes through `conn` therefore happens once per
+/// The runner calls [`Job::next_chunk`] with the shard's durable cursor (outside any
+/// transaction), then [`Job::process`] with the chunk inside the transaction that also stores
+/// the new cursor and marks the step done. Whatever `process` writes through `conn` therefore happens once per
 /// chunk, even when a step is delivered again or a worker dies half-way. Effects outside the
 /// database (a file, say) must be made repeatable: see `services/report-exporter` for a file
 /// that is truncated back to its committed length before each chunk.
@@ -56,7 +56,7 @@ pub trait Job: Send + Sync + 'static {
     /// a key the source is ordered by (keyset pagination), never an offset: rows inserted or
     /// deleted before the cursor must not shift it.
     type Cursor: Serialize + DeserializeOwned + Send + Sync;
-    type Item: Send;
+    type Item: Send + 'static;
 
     /// Loads up to `limit` items of `shard` after `after` (`None`: from the start of the
     /// shard), in a stable order.

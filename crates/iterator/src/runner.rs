@@ -243,7 +243,7 @@ impl StepHandler {
             }
         }
         let started = Instant::now();
-        match self.take_step(step, job.as_ref()).await {
+        match self.take_step(step, &shard, job.as_ref()).await {
             Ok(Some(rows)) => {
                 let labels = [("kind", shard.kind.clone())];
                 metrics::counter!("iterator_steps_total", &labels).increment(1);
@@ -269,20 +269,34 @@ impl StepHandler {
         }
     }
 
-    /// Processes the step's chunk, records it, moves the cursor and records the next step, in
-    /// one transaction. `None` when, under the lock, the step turned out not to be due.
+    /// Loads the step's chunk, then in one transaction processes it, records it, moves the
+    /// cursor and records the next step. `None` when, under the lock, the step turned out not
+    /// to be due any more (another member took it meanwhile).
     async fn take_step(
         &self,
         step: &StepMessage,
+        peeked: &ShardRow,
         job: &dyn ErasedJob,
     ) -> anyhow::Result<Option<i32>> {
+        let at = StepAt {
+            job_id: step.job_id,
+            shard: step.shard,
+            shards: peeked.shards,
+            step: step.step,
+            params: &peeked.params,
+            cursor: peeked.cursor.as_ref(),
+            limit: peeked.chunk_size as usize,
+        };
+        let outcome = job.load(at).await?;
         let mut tx = self
             .pool
             .begin()
             .await
             .context("Failed to begin a transaction")?;
         // The shard's lock makes a step run at most once at a time; the job's row is only
-        // locked by the updates below, so the shards of one job run in parallel.
+        // locked by the updates below, so the shards of one job run in parallel. The chunk was
+        // loaded after the cursor peeked before; the cursor only moves with `next_step`, so a
+        // step that is still due under the lock still has that cursor.
         let shard: ShardRow = sqlx::query_as(shard_query!(" FOR UPDATE OF s"))
             .bind(step.job_id)
             .bind(step.shard)
@@ -294,22 +308,10 @@ impl StepHandler {
             return Ok(None);
         }
         mark_running(&mut tx, step.job_id).await?;
-
-        let outcome = job
-            .step(
-                &mut tx,
-                StepAt {
-                    job_id: step.job_id,
-                    shard: step.shard,
-                    shards: shard.shards,
-                    step: step.step,
-                    params: &shard.params,
-                    cursor: shard.cursor.as_ref(),
-                    limit: shard.chunk_size as usize,
-                },
-            )
-            .await?;
-        let done = outcome.next.is_none();
+        let rows = outcome.rows;
+        let next = outcome.next.clone();
+        job.process(&mut tx, at, outcome).await?;
+        let done = next.is_none();
         let recorded = sqlx::query(
             "INSERT INTO job_steps (job_id, shard, step, rows, cursor, processed_by)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -317,8 +319,8 @@ impl StepHandler {
         .bind(step.job_id)
         .bind(step.shard)
         .bind(step.step)
-        .bind(outcome.rows)
-        .bind(&outcome.next)
+        .bind(rows)
+        .bind(&next)
         .bind(&self.instance)
         .execute(&mut *tx)
         .await
@@ -344,9 +346,9 @@ impl StepHandler {
         )
         .bind(step.job_id)
         .bind(step.shard)
-        .bind(&outcome.next)
+        .bind(&next)
         .bind(step.step + 1)
-        .bind(i64::from(outcome.rows))
+        .bind(i64::from(rows))
         .bind(done)
         .execute(&mut *tx)
         .await
@@ -357,7 +359,7 @@ impl StepHandler {
              WHERE job_id = $1 RETURNING state, processed",
         )
         .bind(step.job_id)
-        .bind(i64::from(outcome.rows))
+        .bind(i64::from(rows))
         .fetch_one(&mut *tx)
         .await
         .context("Failed to count the processed rows")?;
@@ -370,7 +372,7 @@ impl StepHandler {
                 job_id: step.job_id,
                 shard: step.shard,
                 step: step.step + 1,
-                cursor: outcome.next.clone(),
+                cursor: next.clone(),
             }
             .record(&mut tx, &self.topic, shard.shards)
             .await?;
@@ -378,7 +380,7 @@ impl StepHandler {
             tracing::info!(%state, "job stopped after this chunk");
         }
         tx.commit().await.context("Failed to commit the step")?;
-        Ok(Some(outcome.rows))
+        Ok(Some(rows))
     }
 }
 

@@ -1,6 +1,17 @@
+use std::path::PathBuf;
+
 use platform::config::{CommonConfig, ConfigError, Env};
 
 pub const SERVICE_NAME: &str = "report-exporter";
+
+/// The service's own task queue: the nightly export's trigger.
+pub const DEFAULT_TASKS_TOPIC: &str = "report-exporter.tasks.v1";
+const DEFAULT_EXPORT_DIR: &str = "exports";
+const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8084";
+const DEFAULT_RECIPIENT: &str = "reports@example.com";
+/// 02:00:00 every day: croner's syntax with a leading seconds field.
+const DEFAULT_NIGHTLY_CRON: &str = "0 0 2 * * *";
+const DEFAULT_NIGHTLY_TIMEZONE: &str = "UTC";
 
 /// Everything the service reads from its environment; see `.env.example`.
 #[derive(Debug, Clone)]
@@ -12,6 +23,31 @@ pub struct Config {
     /// environment on the same Kafka cluster, each test) needs a prefix of its own, or it would
     /// take partitions, and their events, away from the other's read model.
     pub consumer_group_prefix: String,
+    /// `EXPORT_TASKS_TOPIC` (default `report-exporter.tasks.v1`): the service's own task queue,
+    /// which the nightly schedule fires into. Only tests change it, to get a queue of their own.
+    pub tasks_topic: String,
+    /// `EXPORT_DIR` (default `exports`, relative to the working directory): where the CSV
+    /// files are written. Created at start. Replicas must share it (a shared volume): any of
+    /// them may write the next chunk of an export, or serve its download.
+    pub export_dir: PathBuf,
+    /// `EXPORT_PUBLIC_URL` (default `http://127.0.0.1:8084`): the service's base URL as users
+    /// reach it, for the download link in the export-ready notification.
+    pub public_url: String,
+    pub nightly: NightlyConfig,
+}
+
+/// The `nightly-orders-export` recurring schedule, upserted at every start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NightlyConfig {
+    /// `NIGHTLY_EXPORT_CRON` (default `0 0 2 * * *`, 02:00 every day): a cron expression in
+    /// croner's syntax, five fields or six with a leading seconds field.
+    pub cron: String,
+    /// `NIGHTLY_EXPORT_TIMEZONE` (default `UTC`): the IANA time zone of the cron expression
+    /// and of the calendar day exported.
+    pub timezone: String,
+    /// `EXPORT_RECIPIENT` (default `reports@example.com`): who is told about nightly exports,
+    /// and about exports whose request names nobody.
+    pub recipient: String,
 }
 
 impl Config {
@@ -19,6 +55,28 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env, SERVICE_NAME, 8084, "report_exporter")?,
             consumer_group_prefix: env.string_or("KAFKA_CONSUMER_GROUP_PREFIX", SERVICE_NAME),
+            tasks_topic: env.string_or("EXPORT_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
+            export_dir: PathBuf::from(env.string_or("EXPORT_DIR", DEFAULT_EXPORT_DIR)),
+            public_url: env.string_or("EXPORT_PUBLIC_URL", DEFAULT_PUBLIC_URL),
+            nightly: NightlyConfig::from_env(env)?,
+        })
+    }
+}
+
+impl NightlyConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let timezone = env.string_or("NIGHTLY_EXPORT_TIMEZONE", DEFAULT_NIGHTLY_TIMEZONE);
+        if let Err(error) = timezone.parse::<chrono_tz::Tz>() {
+            return Err(ConfigError::Invalid {
+                variable: "NIGHTLY_EXPORT_TIMEZONE".to_owned(),
+                value: timezone,
+                reason: format!("{error}; use an IANA name such as UTC or Europe/Berlin"),
+            });
+        }
+        Ok(Self {
+            cron: env.string_or("NIGHTLY_EXPORT_CRON", DEFAULT_NIGHTLY_CRON),
+            timezone,
+            recipient: env.string_or("EXPORT_RECIPIENT", DEFAULT_RECIPIENT),
         })
     }
 }
@@ -38,5 +96,13 @@ mod tests {
         )]))
         .unwrap();
         assert_eq!(config.consumer_group_prefix, "report-exporter-staging");
+    }
+
+    #[test]
+    fn a_bad_time_zone_is_refused_naming_the_variable() {
+        let error = Config::from_env(&Env::from_pairs([("NIGHTLY_EXPORT_TIMEZONE", "Mars/Base")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("NIGHTLY_EXPORT_TIMEZONE"), "{error}");
     }
 }

@@ -1,25 +1,38 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod error;
+mod export_job;
+mod exports;
+mod nightly;
+mod notification_tasks;
 mod orders_view;
+mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use integration_events::Projector;
+use iterator::{JobRunner, Jobs};
 use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use sqlx::PgPool;
-use task_scheduler::Scheduler;
+use task_queue::{RetryLevels, TaskQueue};
+use task_scheduler::{Scheduler, Schedules};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, SERVICE_NAME};
+pub use config::{Config, DEFAULT_TASKS_TOPIC, NightlyConfig, SERVICE_NAME};
+pub use export_job::CSV_HEADER;
+pub use nightly::NIGHTLY_SCHEDULE;
 
+use crate::export_job::ExportOrders;
+use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
 use crate::orders_view::{ORDERS_TOPIC, OrdersView};
+use crate::routes::AppState;
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -30,6 +43,8 @@ pub struct Application {
     pool: PgPool,
     kafka: KafkaConfig,
     producer: Producer,
+    jobs: Jobs,
+    export: ExportOrders,
     config: Config,
 }
 
@@ -47,9 +62,51 @@ impl Application {
         outbox::migrate(&pool).await?;
         task_queue::migrate(&pool).await?;
         task_scheduler::migrate(&pool).await?;
+        iterator::migrate(&pool).await?;
+        tokio::fs::create_dir_all(&config.export_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "Failed to create EXPORT_DIR {}",
+                    config.export_dir.display()
+                )
+            })?;
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
+        // notifications provisions its queue too, with the retry and dead-letter topics only it
+        // uses; report-exporter provisions the main topic it publishes to, with the same
+        // settings, so that exports do not depend on notifications having started once.
+        let notifications_topic =
+            task_queue::queue_topics(NOTIFICATIONS_TASKS_TOPIC, &RetryLevels::default())
+                .into_iter()
+                .filter(|spec| spec.name == NOTIFICATIONS_TASKS_TOPIC)
+                .collect::<Vec<_>>();
+        producer
+            .ensure_topics(&notifications_topic)
+            .await
+            .with_context(|| format!("Failed to provision {NOTIFICATIONS_TASKS_TOPIC}"))?;
+        nightly::upsert_schedule(
+            &Schedules::new(pool.clone()),
+            &config.tasks_topic,
+            &config.nightly,
+        )
+        .await?;
+
+        let jobs = Jobs::new(pool.clone(), iterator::iterations_topic(SERVICE_NAME).name);
+        let export = ExportOrders {
+            pool: pool.clone(),
+            dir: config.export_dir.clone(),
+            notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
+            public_url: config.public_url.clone(),
+        };
+        let state = AppState {
+            pool: pool.clone(),
+            jobs: jobs.clone(),
+            export: export.clone(),
+            export_dir: config.export_dir.clone(),
+            default_recipient: config.nightly.recipient.clone(),
+        };
         let health = Health::new()
             .with(PostgresCheck(pool.clone()))
             .with(BrokerCheck::new(&producer));
@@ -57,7 +114,7 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        let router = platform::http::app(axum::Router::new(), health, &settings);
+        let router = platform::http::app(routes::router(state), health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await
             .with_context(|| format!("Failed to bind HTTP_ADDR {}", config.common.http_addr))?;
@@ -67,6 +124,8 @@ impl Application {
             pool,
             kafka,
             producer,
+            jobs,
+            export,
             config,
         })
     }
@@ -100,6 +159,8 @@ impl Application {
             pool,
             kafka,
             producer,
+            jobs,
+            export,
             config,
         } = self;
         // HTTP stops first, so that everything requests recorded in the outbox until then is
@@ -125,6 +186,39 @@ impl Application {
             projection.wait(),
             stop_http.clone(),
         ));
+        // Every replica runs steps of every export: the steps spread over them by partition.
+        let runner = JobRunner::new(
+            pool.clone(),
+            &kafka,
+            format!("{}.iterations", config.consumer_group_prefix),
+            iterator::iterations_topic(SERVICE_NAME),
+        )
+        .register(export.clone())
+        .start(stop_background.clone())
+        .await
+        .context("Failed to start the export runner")?;
+        let runner = tokio::spawn(until_stopped(
+            "export runner",
+            runner.wait(),
+            stop_http.clone(),
+        ));
+        // Provisions the service's task queue (main, retry and dead-letter topics).
+        let tasks_worker = nightly::worker(
+            pool.clone(),
+            &kafka,
+            &config.consumer_group_prefix,
+            &config.tasks_topic,
+            jobs,
+            export,
+        )
+        .start(stop_background.clone())
+        .await
+        .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
+        let tasks_worker = tokio::spawn(until_stopped(
+            "task worker",
+            tasks_worker.wait(),
+            stop_http.clone(),
+        ));
         let firing = tokio::spawn(until_stopped(
             "task scheduler",
             Scheduler::new(pool.clone()).run(stop_background.clone()),
@@ -142,6 +236,8 @@ impl Application {
         let projected = projection
             .await
             .context("The orders_view projection task panicked");
+        let ran = runner.await.context("The export runner panicked");
+        let worked = tasks_worker.await.context("The task worker panicked");
         let fired = firing.await.context("The task scheduler panicked");
         let relayed = relay.await.context("The outbox relay task panicked");
         let flushed = producer.flush(config.common.shutdown_timeout).await;
@@ -150,6 +246,8 @@ impl Application {
 
         served?;
         projected??;
+        ran??;
+        worked??;
         fired??;
         relayed??;
         flushed

@@ -20,6 +20,8 @@ use sqlx::PgPool;
 use test_support::{TestDatabase, eventually, kafka_bootstrap_servers, unique_name};
 use uuid::Uuid;
 
+use crate::exports_helpers::ExportsClient;
+
 pub const ORDERS_TOPIC: &str = "orders.orders.v1";
 /// Long enough for a consumer group join and a few event hops on a busy 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -33,8 +35,12 @@ pub struct TestApp {
     pub pool: PgPool,
     /// The service's `KAFKA_CONSUMER_GROUP_PREFIX`, unique to this instance.
     pub consumer_group_prefix: String,
+    /// The typed client of the exports API.
+    pub exports: ExportsClient,
+    /// The environment the service was configured from, to start more instances like it.
+    pub env: Vec<(String, String)>,
     /// Dropped after the service: dropping it removes the database.
-    _database: TestDatabase,
+    database: TestDatabase,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -53,33 +59,52 @@ pub async fn spawn_app_with_env(
 ) -> TestApp {
     platform::telemetry::init_for_tests();
     let database = TestDatabase::create().await;
-    let mut pairs = vec![
-        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", database.url.clone()),
-        ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap_servers().await),
-        (
-            "KAFKA_CONSUMER_GROUP_PREFIX",
-            unique_name("report-exporter-test"),
-        ),
-    ];
+    let mut pairs = service_env(&database.url).await;
     pairs.extend(
         variables
             .iter()
-            .map(|&(name, value)| (name, value.to_owned())),
+            .map(|&(name, value)| (name.to_owned(), value.to_owned())),
     );
-    let mut config = Config::from_env(&Env::from_pairs(pairs)).expect("valid test configuration");
+    let mut config =
+        Config::from_env(&Env::from_pairs(pairs.clone())).expect("valid test configuration");
     configure(&mut config);
     let consumer_group_prefix = config.consumer_group_prefix.clone();
     let app = Application::build(config)
         .await
         .expect("the service builds");
     let address = app.local_addr();
+    let http = test_support::TestApp::spawn(address, |shutdown| app.run_until_stopped(shutdown));
     TestApp {
-        http: test_support::TestApp::spawn(address, |shutdown| app.run_until_stopped(shutdown)),
+        exports: ExportsClient::new(&http.url("")),
+        http,
         pool: database.pool.clone(),
         consumer_group_prefix,
-        _database: database,
+        env: pairs,
+        database,
     }
+}
+
+/// The environment of a test instance on `database_url`: a free port, the test broker, and a
+/// consumer group prefix, an export directory and a task queue of its own.
+pub async fn service_env(database_url: &str) -> Vec<(String, String)> {
+    let export_dir = std::env::temp_dir().join(unique_name("report-exporter-test"));
+    [
+        ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", database_url.to_owned()),
+        ("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap_servers().await),
+        (
+            "KAFKA_CONSUMER_GROUP_PREFIX",
+            unique_name("report-exporter-test"),
+        ),
+        ("EXPORT_DIR", export_dir.display().to_string()),
+        (
+            "EXPORT_TASKS_TOPIC",
+            unique_name("report-exporter-test-tasks"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
 }
 
 /// A row of `orders_view`.
@@ -102,6 +127,11 @@ impl TestApp {
     /// Shuts the service down as SIGTERM would, and returns what `run_until_stopped` returned.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.http.stop().await
+    }
+
+    /// The running service and the database it keeps alive, apart.
+    pub fn into_parts(self) -> (test_support::TestApp, TestDatabase) {
+        (self.http, self.database)
     }
 
     /// The read model's row for `order_id`, if it has one.

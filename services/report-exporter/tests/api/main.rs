@@ -1,6 +1,8 @@
 //! The service over real HTTP, with a real database and broker. One test binary: the modules
 //! share `helpers` and are linked once.
 
+mod exports;
+mod exports_helpers;
 mod health;
 mod helpers;
 mod orders_view;

@@ -1,0 +1,314 @@
+//! The export as an iterator job: walks `orders_view` by `(created_at, order_id)` after a
+//! cursor and appends each chunk to the export's CSV file.
+//!
+//! The file is outside the database, so the transaction cannot roll it back. Instead each
+//! shard's file has a committed length in `export_files`, moved in the chunk's transaction:
+//! a chunk first truncates the file back to that length (dropping whatever a chunk that did not
+//! commit had appended), then appends and syncs its rows, then records the new length. A resumed
+//! or redelivered export therefore produces the same bytes as one that never stopped.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use iterator::{Chunk, CompletedJob, Job, Shard};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use task_queue::TaskQueue;
+use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
+use uuid::Uuid;
+
+use crate::notification_tasks::SendExportReady;
+
+/// The first line of every export.
+pub const CSV_HEADER: &str = "order_id,created_at,status,customer_id,customer_email,item_count,total_cents,currency,payment_due_at\n";
+
+/// What an export covers: orders with `from <= created_at < to`, of one status if set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportParams {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub status: Option<String>,
+}
+
+impl ExportParams {
+    /// The created-at range of shard `index` of `count`: equal slices of the whole range.
+    fn shard_range(&self, index: u32, count: u32) -> (DateTime<Utc>, DateTime<Utc>) {
+        let span = self.to - self.from;
+        let at = |i: u32| {
+            if i >= count {
+                self.to
+            } else {
+                self.from
+                    + span * i32::try_from(i).unwrap_or(i32::MAX)
+                        / i32::try_from(count).unwrap_or(i32::MAX)
+            }
+        };
+        (at(index), at(index + 1))
+    }
+}
+
+/// The position after the last exported order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCursor {
+    pub created_at: DateTime<Utc>,
+    pub order_id: Uuid,
+}
+
+/// One CSV line's worth of an order.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExportRow {
+    pub order_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub status: String,
+    pub customer_id: String,
+    pub customer_email: String,
+    pub item_count: i32,
+    pub total_cents: i64,
+    pub currency: String,
+    pub payment_due_at: Option<DateTime<Utc>>,
+}
+
+impl ExportRow {
+    fn write_csv(&self, out: &mut String) {
+        let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{}",
+            self.order_id,
+            at(&self.created_at),
+            csv_field(&self.status),
+            csv_field(&self.customer_id),
+            csv_field(&self.customer_email),
+            self.item_count,
+            self.total_cents,
+            csv_field(&self.currency),
+            self.payment_due_at.as_ref().map(at).unwrap_or_default(),
+        );
+    }
+}
+
+/// RFC 4180: quoted (with inner quotes doubled) only when it has to be.
+fn csv_field(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\"")).into()
+    } else {
+        value.into()
+    }
+}
+
+/// Where shard `shard` of `export_id` is written: the export's file itself when it has one
+/// shard, else a part; the download concatenates the parts in shard order.
+pub fn file_path(dir: &Path, export_id: Uuid, shard: u32, shards: u32) -> PathBuf {
+    if shards == 1 {
+        dir.join(format!("{export_id}.csv"))
+    } else {
+        dir.join(format!("{export_id}.part{shard}.csv"))
+    }
+}
+
+/// The job; registered with the service's `iterator::JobRunner`.
+#[derive(Debug, Clone)]
+pub struct ExportOrders {
+    pub pool: PgPool,
+    pub dir: PathBuf,
+    /// notifications' queue, for `SendExportReady`.
+    pub notifications: TaskQueue,
+    /// The service's public base URL, for the download link.
+    pub public_url: String,
+}
+
+impl Job for ExportOrders {
+    const KIND: &'static str = "export_orders";
+    type Params = ExportParams;
+    type Cursor = ExportCursor;
+    type Item = ExportRow;
+
+    async fn next_chunk(
+        &self,
+        shard: &Shard<'_, ExportParams>,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> anyhow::Result<Chunk<ExportRow, ExportCursor>> {
+        let (from, to) = shard.params.shard_range(shard.index, shard.count);
+        // Before the first chunk the cursor is "before everything": -infinity sorts first.
+        let rows: Vec<ExportRow> = sqlx::query_as(
+            "SELECT order_id, created_at, status, customer_id, customer_email, item_count,
+                    total_cents, currency, payment_due_at
+             FROM orders_view
+             WHERE created_at >= $1 AND created_at < $2
+               AND ($3::text IS NULL OR status = $3)
+               AND (created_at, order_id) > (coalesce($4, '-infinity'::timestamptz),
+                                             coalesce($5, '00000000-0000-0000-0000-000000000000'::uuid))
+             ORDER BY created_at, order_id
+             LIMIT $6",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(shard.params.status.as_deref())
+        .bind(after.map(|cursor| cursor.created_at))
+        .bind(after.map(|cursor| cursor.order_id))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .context("Failed to read orders_view")?;
+        Ok(Chunk::after_last(rows, limit, |row| ExportCursor {
+            created_at: row.created_at,
+            order_id: row.order_id,
+        }))
+    }
+
+    async fn process(
+        &self,
+        conn: &mut PgConnection,
+        shard: &Shard<'_, ExportParams>,
+        rows: Vec<ExportRow>,
+    ) -> anyhow::Result<()> {
+        let committed: i64 = sqlx::query_scalar(
+            "SELECT bytes FROM export_files WHERE export_id = $1 AND shard = $2 FOR UPDATE",
+        )
+        .bind(shard.job_id)
+        .bind(shard.index.cast_signed())
+        .fetch_one(&mut *conn)
+        .await
+        .context("Failed to read the committed length of the export file")?;
+        let mut csv = String::with_capacity(rows.len() * 160);
+        if shard.index == 0 && committed == 0 {
+            csv.push_str(CSV_HEADER);
+        }
+        for row in &rows {
+            row.write_csv(&mut csv);
+        }
+        let path = file_path(&self.dir, shard.job_id, shard.index, shard.count);
+        let length = append_at(&path, committed, csv.as_bytes())
+            .await
+            .with_context(|| format!("Failed to write {}", path.display()))?;
+        sqlx::query("UPDATE export_files SET bytes = $3 WHERE export_id = $1 AND shard = $2")
+            .bind(shard.job_id)
+            .bind(shard.index.cast_signed())
+            .bind(length)
+            .execute(&mut *conn)
+            .await
+            .context("Failed to record the committed length of the export file")?;
+        Ok(())
+    }
+
+    async fn total(&self, params: &ExportParams) -> anyhow::Result<Option<u64>> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM orders_view
+             WHERE created_at >= $1 AND created_at < $2 AND ($3::text IS NULL OR status = $3)",
+        )
+        .bind(params.from)
+        .bind(params.to)
+        .bind(params.status.as_deref())
+        .fetch_one(&self.pool)
+        .await
+        .context("Failed to count the orders to export")?;
+        Ok(Some(total.unsigned_abs()))
+    }
+
+    /// Tells the requester, through notifications, once: the task is recorded in the
+    /// transaction that completes the export, with an id derived from the export.
+    async fn on_complete(
+        &self,
+        conn: &mut PgConnection,
+        job: &CompletedJob<'_, ExportParams>,
+    ) -> anyhow::Result<()> {
+        let recipient: String =
+            sqlx::query_scalar("SELECT recipient FROM exports WHERE export_id = $1")
+                .bind(job.job_id)
+                .fetch_one(&mut *conn)
+                .await
+                .context("Failed to read the export's recipient")?;
+        let task = SendExportReady {
+            export_id: job.job_id,
+            download_url: format!(
+                "{}/exports/{}/download",
+                self.public_url.trim_end_matches('/'),
+                job.job_id
+            ),
+            recipient,
+        };
+        self.notifications.enqueue_in(conn, &task).await?;
+        tracing::info!(export_id = %job.job_id, rows = job.processed, "export completed");
+        Ok(())
+    }
+}
+
+/// Cuts the file to `committed` bytes, appends `bytes` and syncs; returns the new length.
+async fn append_at(path: &Path, committed: i64, bytes: &[u8]) -> anyhow::Result<i64> {
+    let committed = u64::try_from(committed).context("a negative committed length")?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .await?;
+    let on_disk = file.metadata().await?.len();
+    anyhow::ensure!(
+        on_disk >= committed,
+        "the file is {on_disk} bytes long, shorter than the {committed} bytes committed: it was \
+         changed or removed outside the service"
+    );
+    file.set_len(committed).await?;
+    file.seek(std::io::SeekFrom::Start(committed)).await?;
+    file.write_all(bytes).await?;
+    // On disk before the transaction records the length: a crash after the commit must not
+    // lose what the database says is there.
+    file.sync_data().await?;
+    Ok(i64::try_from(committed + bytes.len() as u64)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_only_when_they_must_be() {
+        assert_eq!(csv_field("ada@example.com"), "ada@example.com");
+        assert_eq!(csv_field("Lovelace, Ada"), "\"Lovelace, Ada\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn shards_split_the_range_into_equal_slices_that_cover_it() {
+        let params = ExportParams {
+            from: "2026-01-01T00:00:00Z".parse().unwrap(),
+            to: "2026-01-04T00:00:00Z".parse().unwrap(),
+            status: None,
+        };
+        assert_eq!(params.shard_range(0, 1), (params.from, params.to));
+        let day = |d: u32| {
+            format!("2026-01-0{d}T00:00:00Z")
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+        };
+        assert_eq!(params.shard_range(0, 3), (day(1), day(2)));
+        assert_eq!(params.shard_range(1, 3), (day(2), day(3)));
+        assert_eq!(params.shard_range(2, 3), (day(3), day(4)));
+    }
+
+    #[test]
+    fn a_row_is_one_csv_line_in_the_header_order() {
+        let row = ExportRow {
+            order_id: Uuid::nil(),
+            created_at: "2026-11-26T10:00:00.123456Z".parse().unwrap(),
+            status: "paid".into(),
+            customer_id: "c-1".into(),
+            customer_email: "ada@example.com".into(),
+            item_count: 3,
+            total_cents: 4780,
+            currency: "EUR".into(),
+            payment_due_at: None,
+        };
+        let mut line = String::new();
+        row.write_csv(&mut line);
+        assert_eq!(
+            line,
+            "00000000-0000-0000-0000-000000000000,2026-11-26T10:00:00.123456Z,paid,c-1,ada@example.com,3,4780,EUR,\n"
+        );
+        assert_eq!(CSV_HEADER.split(',').count(), line.split(',').count());
+    }
+}

@@ -1,0 +1,166 @@
+//! The `nightly-orders-export`: a recurring schedule (through the task scheduler) fires
+//! [`StartNightlyExport`] on the service's own task queue; its handler starts an export of the
+//! previous calendar day.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono_tz::Tz;
+use iterator::{Job as _, JobOptions, Jobs};
+use kafka::KafkaConfig;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use task_queue::{Task, TaskContext, TaskError, TaskHandler, TaskOptions, Worker};
+use task_scheduler::{MisfirePolicy, OverlapPolicy, Schedules, TaskTemplate};
+use uuid::Uuid;
+
+use crate::config::NightlyConfig;
+use crate::export_job::{ExportOrders, ExportParams};
+use crate::exports::{self, NewExport};
+
+/// The recurring schedule's name.
+pub const NIGHTLY_SCHEDULE: &str = "nightly-orders-export";
+
+/// Starts the export of the previous calendar day in `timezone`. Only this service's own
+/// schedule fires it, with the payload it was given at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartNightlyExport {
+    /// The IANA time zone whose calendar day "yesterday" means.
+    pub timezone: String,
+    pub recipient: String,
+}
+
+impl Task for StartNightlyExport {
+    const NAME: &'static str = "StartNightlyExport";
+}
+
+/// Creates or updates the schedule; idempotent, called at every start. A missed night is
+/// caught up once (`fire_once`), and a night whose export has not even been started yet does
+/// not get a second one (`skip`).
+pub async fn upsert_schedule(
+    schedules: &Schedules,
+    tasks_topic: &str,
+    config: &NightlyConfig,
+) -> anyhow::Result<()> {
+    let task = StartNightlyExport {
+        timezone: config.timezone.clone(),
+        recipient: config.recipient.clone(),
+    };
+    schedules
+        .upsert_recurring(
+            NIGHTLY_SCHEDULE,
+            &config.cron,
+            &config.timezone,
+            TaskTemplate::new(tasks_topic, &task)?,
+            MisfirePolicy::FireOnce,
+            OverlapPolicy::Skip,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to store the {NIGHTLY_SCHEDULE} schedule (NIGHTLY_EXPORT_CRON `{}`, \
+                 NIGHTLY_EXPORT_TIMEZONE `{}`)",
+                config.cron, config.timezone
+            )
+        })
+}
+
+/// The worker of the service's task queue `topic`, in the consumer group `<group_prefix>.tasks`.
+pub fn worker(
+    pool: PgPool,
+    kafka: &KafkaConfig,
+    group_prefix: &str,
+    topic: &str,
+    jobs: Jobs,
+    export: ExportOrders,
+) -> Worker {
+    Worker::new(pool, kafka, format!("{group_prefix}.tasks"), topic)
+        .register::<StartNightlyExport, _>(
+            StartNightlyExports { jobs, export },
+            TaskOptions::default(),
+        )
+}
+
+struct StartNightlyExports {
+    jobs: Jobs,
+    export: ExportOrders,
+}
+
+impl TaskHandler<StartNightlyExport> for StartNightlyExports {
+    /// The export's id is derived from the day, and it is recorded in the task's transaction:
+    /// a fire repeated for the same night starts no second export.
+    async fn handle(
+        &self,
+        task: StartNightlyExport,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<(), TaskError> {
+        let timezone: Tz = task.timezone.parse().map_err(|error| {
+            TaskError::permanent(anyhow::anyhow!(
+                "StartNightlyExport names an unknown time zone `{}`: {error}",
+                task.timezone
+            ))
+        })?;
+        let day = yesterday(Utc::now(), timezone);
+        let (from, to) = day_bounds(day, timezone)?;
+        let export = NewExport {
+            export_id: Uuid::new_v5(
+                &Uuid::NAMESPACE_URL,
+                format!("asyncron:{NIGHTLY_SCHEDULE}:{day}:{timezone}").as_bytes(),
+            ),
+            params: ExportParams {
+                from,
+                to,
+                status: None,
+            },
+            recipient: task.recipient,
+            requested_by: NIGHTLY_SCHEDULE.to_owned(),
+            options: JobOptions::default(),
+        };
+        let total = self.export.total(&export.params).await?;
+        let started = exports::start_in(ctx.conn, &self.jobs, &export, total).await?;
+        tracing::info!(export_id = %export.export_id, %day, started, "nightly export");
+        Ok(())
+    }
+}
+
+/// The calendar day before `now`'s, in `timezone`.
+fn yesterday(now: DateTime<Utc>, timezone: Tz) -> NaiveDate {
+    now.with_timezone(&timezone).date_naive() - Days::new(1)
+}
+
+/// The instants `day` starts and ends in `timezone` (23 or 25 hours apart when the clocks
+/// change; where midnight falls into a gap, the day starts at 01:00).
+fn day_bounds(day: NaiveDate, timezone: Tz) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let start_of = |date: NaiveDate| {
+        [0, 1]
+            .into_iter()
+            .filter_map(|hour| date.and_hms_opt(hour, 0, 0))
+            .find_map(|local| local.and_local_timezone(timezone).earliest())
+            .map(|start| start.with_timezone(&Utc))
+            .with_context(|| format!("{date} has no start in {timezone}"))
+    };
+    Ok((start_of(day)?, start_of(day + Days::new(1))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yesterday_is_the_previous_calendar_day_in_the_time_zone() {
+        let now: DateTime<Utc> = "2026-03-29T23:30:00Z".parse().unwrap();
+        // Already the 30th in Berlin (UTC+2 since that morning).
+        assert_eq!(
+            yesterday(now, chrono_tz::Europe::Berlin).to_string(),
+            "2026-03-29"
+        );
+        assert_eq!(yesterday(now, chrono_tz::UTC).to_string(), "2026-03-28");
+    }
+
+    #[test]
+    fn a_day_of_a_clock_change_is_23_hours_long() {
+        let day = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
+        let (from, to) = day_bounds(day, chrono_tz::Europe::Berlin).unwrap();
+        assert_eq!(from.to_rfc3339(), "2026-03-28T23:00:00+00:00");
+        assert_eq!((to - from).num_hours(), 23);
+    }
+}

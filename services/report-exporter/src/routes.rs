@@ -1,0 +1,262 @@
+//! The HTTP API: `POST /exports`, `GET /exports/{export_id}`, `POST
+//! /exports/{export_id}/pause|resume|cancel` and `GET /exports/{export_id}/download`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use iterator::{Control, Job as _, JobOptions, Jobs};
+use platform::http::{Json, Path};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+use tokio_util::io::ReaderStream;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::export_job::{ExportOrders, ExportParams};
+use crate::exports::{self, ExportView, NewExport};
+
+/// Statuses an export can be restricted to: those of `orders.orders.v1`.
+const ORDER_STATUSES: [&str; 3] = ["pending_payment", "paid", "cancelled"];
+const DEFAULT_CHUNK_SIZE: u32 = 5_000;
+const MAX_CHUNK_SIZE: u32 = 100_000;
+const MAX_SHARDS: u32 = 16;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub jobs: Jobs,
+    /// The job, for its size estimate at start.
+    pub export: ExportOrders,
+    pub export_dir: PathBuf,
+    /// Who is told about an export whose request names nobody.
+    pub default_recipient: String,
+}
+
+/// The service's own routes; `platform::http::app` adds health, metrics and the middleware.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/exports", post(create_export))
+        .route("/exports/{export_id}", get(get_export))
+        .route("/exports/{export_id}/pause", post(pause_export))
+        .route("/exports/{export_id}/resume", post(resume_export))
+        .route("/exports/{export_id}/cancel", post(cancel_export))
+        .route("/exports/{export_id}/download", get(download_export))
+        .with_state(state)
+}
+
+/// The body of `POST /exports`.
+#[derive(Debug, Deserialize)]
+pub struct CreateExport {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Only orders in this status (`pending_payment`, `paid`, `cancelled`).
+    pub status: Option<String>,
+    /// Orders per chunk (default 5,000, at most 100,000).
+    pub chunk_size: Option<u32>,
+    /// The throttle; none by default.
+    pub max_rows_per_sec: Option<u32>,
+    /// Slices of the range exported in parallel (default 1, at most 16).
+    pub shards: Option<u32>,
+    /// Who is told when it is ready; `EXPORT_RECIPIENT` by default.
+    pub recipient: Option<String>,
+}
+
+impl CreateExport {
+    fn validate(self, default_recipient: &str) -> Result<NewExport, ApiError> {
+        let mut errors = BTreeMap::new();
+        if self.to <= self.from {
+            errors.insert("to", "must be later than `from`".to_owned());
+        }
+        if let Some(status) = &self.status
+            && !ORDER_STATUSES.contains(&status.as_str())
+        {
+            errors.insert(
+                "status",
+                format!("must be one of {}", ORDER_STATUSES.join(", ")),
+            );
+        }
+        let chunk_size = self.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
+        if !(1..=MAX_CHUNK_SIZE).contains(&chunk_size) {
+            errors.insert(
+                "chunk_size",
+                format!("must be between 1 and {MAX_CHUNK_SIZE}"),
+            );
+        }
+        if self
+            .max_rows_per_sec
+            .is_some_and(|rate| rate == 0 || i32::try_from(rate).is_err())
+        {
+            errors.insert(
+                "max_rows_per_sec",
+                format!("must be between 1 and {}", i32::MAX),
+            );
+        }
+        let shards = self.shards.unwrap_or(1);
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            errors.insert("shards", format!("must be between 1 and {MAX_SHARDS}"));
+        }
+        let recipient = self
+            .recipient
+            .unwrap_or_else(|| default_recipient.to_owned());
+        if !recipient.contains('@') {
+            errors.insert("recipient", "must be an e-mail address".to_owned());
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::InvalidExport(errors));
+        }
+        Ok(NewExport {
+            export_id: Uuid::now_v7(),
+            params: ExportParams {
+                from: self.from,
+                to: self.to,
+                status: self.status,
+            },
+            recipient,
+            requested_by: "api".to_owned(),
+            options: JobOptions {
+                job_id: None,
+                chunk_size,
+                max_rows_per_sec: self.max_rows_per_sec,
+                shards,
+            },
+        })
+    }
+}
+
+/// The body of `202 Accepted`.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    export_id: Uuid,
+    status: iterator::JobState,
+}
+
+/// 202: the export is recorded and its first chunk is on its way; `GET` the `Location` for
+/// its progress.
+#[tracing::instrument(name = "exports.create", skip_all, fields(export_id))]
+async fn create_export(
+    State(state): State<AppState>,
+    Json(request): Json<CreateExport>,
+) -> Result<impl IntoResponse, ApiError> {
+    let export = request.validate(&state.default_recipient)?;
+    tracing::Span::current().record("export_id", tracing::field::display(export.export_id));
+    let total = state.export.total(&export.params).await?;
+    let mut tx = state
+        .pool
+        .begin()
+        .await
+        .context("Failed to begin a transaction")?;
+    exports::start_in(&mut tx, &state.jobs, &export, total).await?;
+    tx.commit().await.context("Failed to commit the export")?;
+    tracing::info!(total, "export started");
+    let location = format!("/exports/{}", export.export_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(LOCATION, location)],
+        Json(Accepted {
+            export_id: export.export_id,
+            status: iterator::JobState::Pending,
+        }),
+    ))
+}
+
+#[tracing::instrument(name = "exports.get", skip(state))]
+async fn get_export(
+    State(state): State<AppState>,
+    Path(export_id): Path<Uuid>,
+) -> Result<Json<ExportView>, ApiError> {
+    find(&state, export_id).await.map(Json)
+}
+
+#[tracing::instrument(name = "exports.pause", skip(state))]
+async fn pause_export(
+    State(state): State<AppState>,
+    Path(export_id): Path<Uuid>,
+) -> Result<Json<ExportView>, ApiError> {
+    let control = state.jobs.pause(export_id).await?;
+    controlled(&state, export_id, control, "be paused").await
+}
+
+#[tracing::instrument(name = "exports.resume", skip(state))]
+async fn resume_export(
+    State(state): State<AppState>,
+    Path(export_id): Path<Uuid>,
+) -> Result<Json<ExportView>, ApiError> {
+    let control = state.jobs.resume(export_id).await?;
+    controlled(&state, export_id, control, "be resumed").await
+}
+
+#[tracing::instrument(name = "exports.cancel", skip(state))]
+async fn cancel_export(
+    State(state): State<AppState>,
+    Path(export_id): Path<Uuid>,
+) -> Result<Json<ExportView>, ApiError> {
+    let control = state.jobs.cancel(export_id).await?;
+    controlled(&state, export_id, control, "be cancelled").await
+}
+
+/// 200 with the export after a pause, resume or cancel that applied (or had nothing to do).
+async fn controlled(
+    state: &AppState,
+    export_id: Uuid,
+    control: Control,
+    action: &'static str,
+) -> Result<Json<ExportView>, ApiError> {
+    match control {
+        Control::Applied | Control::Unchanged => {
+            tracing::info!(?control, "export {action}");
+            find(state, export_id).await.map(Json)
+        }
+        Control::NotAllowed(current) => Err(ApiError::NotAllowed {
+            export_id,
+            state: current,
+            action,
+        }),
+        Control::NotFound => Err(ApiError::ExportNotFound(export_id)),
+    }
+}
+
+/// 200 with the CSV, streamed from disk; 409 until the export completed.
+#[tracing::instrument(name = "exports.download", skip(state))]
+async fn download_export(
+    State(state): State<AppState>,
+    Path(export_id): Path<Uuid>,
+) -> Result<impl IntoResponse, ApiError> {
+    let export = find(&state, export_id).await?;
+    if export.status != iterator::JobState::Completed {
+        return Err(ApiError::NotCompleted(export_id, export.status));
+    }
+    // A sharded export is its parts, in shard order; the first starts with the header.
+    let mut reader: Pin<Box<dyn AsyncRead + Send>> = Box::pin(tokio::io::empty());
+    for path in exports::files(&state.export_dir, &export) {
+        let file = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("Failed to open {}", path.display()))?;
+        reader = Box::pin(reader.chain(file));
+    }
+    let disposition = format!("attachment; filename=\"orders-{export_id}.csv\"");
+    Ok((
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        Body::from_stream(ReaderStream::new(reader)),
+    ))
+}
+
+async fn find(state: &AppState, export_id: Uuid) -> Result<ExportView, ApiError> {
+    exports::find(&state.pool, &state.jobs, export_id)
+        .await?
+        .ok_or(ApiError::ExportNotFound(export_id))
+}

@@ -1,0 +1,373 @@
+//! Exports end to end: content against a direct query, a crash mid-export, pause/resume/cancel,
+//! the throttle, and two instances sharing the work.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use platform::config::Env;
+use report_exporter::{Application, CSV_HEADER, Config};
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::exports_helpers::{
+    EXPORT_DEADLINE, ExportsClient, ServiceProcess, expected_rows, seed_orders, seeded_range,
+};
+use crate::helpers::{TestApp, spawn_app};
+
+/// A start time no other data in the test's own database shares.
+fn start() -> DateTime<Utc> {
+    "2026-01-01T00:00:00Z".parse().unwrap()
+}
+
+/// The fields of a CSV line (RFC 4180 quoting; no line breaks inside fields in these tests).
+fn fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// `(order_id, status, customer_id, total_cents)` of every data line.
+fn csv_rows(csv: &str) -> Vec<(Uuid, String, String, i64)> {
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(CSV_HEADER.trim_end()));
+    lines
+        .map(|line| {
+            let fields = fields(line);
+            assert_eq!(fields.len(), 9, "{line}");
+            (
+                fields[0].parse().expect("an order id"),
+                fields[2].clone(),
+                fields[3].clone(),
+                fields[6].parse().expect("total_cents"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_export_of_100_000_orders_equals_a_direct_query_and_notifies_once() {
+    let app = spawn_app().await;
+    seed_orders(&app.pool, start(), 100_000).await;
+    let (from, to) = seeded_range(start(), 100_000);
+
+    let export_id = app
+        .exports
+        .start(from, to, json!({ "chunk_size": 10_000 }))
+        .await;
+    let export = app.exports.wait_for(export_id, "completed").await;
+
+    assert_eq!(export["processed_rows"], 100_000);
+    assert_eq!(export["total_rows"], 100_000);
+    assert_eq!(export["progress"], 1.0);
+    assert_eq!(export["error"], json!(null));
+    assert_eq!(
+        export["download_url"],
+        format!("/exports/{export_id}/download")
+    );
+    let csv = app.exports.csv(export_id).await;
+    assert_eq!(
+        csv_rows(&csv),
+        expected_rows(&app.pool, from, to, None).await
+    );
+
+    // The notification: one task, recorded with the export's completion.
+    let task_id = Uuid::new_v5(&export_id, b"SendExportReady");
+    let tasks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE message_id = $1 AND message_type = 'SendExportReady'",
+    )
+    .bind(task_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(tasks, 1);
+
+    // A filtered export holds exactly the orders of that status.
+    let paid = app
+        .exports
+        .start(from, to, json!({ "status": "paid", "chunk_size": 7_000 }))
+        .await;
+    app.exports.wait_for(paid, "completed").await;
+    let csv = app.exports.csv(paid).await;
+    assert_eq!(
+        csv_rows(&csv),
+        expected_rows(&app.pool, from, to, Some("paid")).await
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_export_killed_midway_completes_after_a_restart_with_the_same_file() {
+    let app = spawn_app().await;
+    seed_orders(&app.pool, start(), 20_000).await;
+    let (from, to) = seeded_range(start(), 20_000);
+    // The reference: the same range, uninterrupted.
+    let reference = app
+        .exports
+        .start(from, to, json!({ "chunk_size": 500 }))
+        .await;
+    app.exports.wait_for(reference, "completed").await;
+    let reference = app.exports.csv(reference).await;
+
+    // The same export in a separate process, throttled so that the kill lands mid-way.
+    let env = app.env.clone();
+    let pool = app.pool.clone();
+    // Only the processes run steps from here on.
+    let database = app.stop_keeping_database().await;
+    let process = ServiceProcess::start(&env).await;
+    let export_id = process
+        .exports
+        .start(
+            from,
+            to,
+            json!({ "chunk_size": 500, "max_rows_per_sec": 5_000 }),
+        )
+        .await;
+    test_support::eventually(EXPORT_DEADLINE, "a quarter of the export", || async {
+        let export = process.exports.status(export_id).await;
+        (export["processed_rows"].as_i64() >= Some(5_000)).then_some(())
+    })
+    .await;
+    process.kill().await;
+    let at_kill: i64 = sqlx::query_scalar("SELECT processed FROM jobs WHERE job_id = $1")
+        .bind(export_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(at_kill < 20_000, "the export finished before the kill");
+
+    let restarted = ServiceProcess::start(&env).await;
+    let export = restarted.exports.wait_for(export_id, "completed").await;
+    assert_eq!(export["processed_rows"], 20_000);
+    assert_eq!(
+        restarted.exports.csv(export_id).await,
+        reference,
+        "the resumed export's file is byte-identical to an uninterrupted one"
+    );
+    // Each step's effect exactly once: one record per step, numbered without gaps, and the
+    // rows add up; both processes took steps.
+    let (steps, last, rows, processes): (i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), max(step), sum(rows)::bigint, count(DISTINCT processed_by)
+         FROM job_steps WHERE job_id = $1",
+    )
+    .bind(export_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(steps, last + 1);
+    assert_eq!(rows, 20_000);
+    assert_eq!(processes, 2);
+    restarted.kill().await;
+    drop(database);
+}
+
+#[tokio::test]
+async fn pause_stops_progress_resume_completes_and_cancel_ends_the_export() {
+    let app = spawn_app().await;
+    seed_orders(&app.pool, start(), 6_000).await;
+    let (from, to) = seeded_range(start(), 6_000);
+    let slow = json!({ "chunk_size": 200, "max_rows_per_sec": 2_000 });
+    let export_id = app.exports.start(from, to, slow.clone()).await;
+    test_support::eventually(EXPORT_DEADLINE, "progress", || async {
+        let export = app.exports.status(export_id).await;
+        (export["processed_rows"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
+
+    let response = app.exports.control(export_id, "pause").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let paused = settled(&app.exports, export_id).await;
+    assert_eq!(paused["status"], "paused");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.exports.status(export_id).await["processed_rows"],
+        paused["processed_rows"],
+        "no progress while paused"
+    );
+    let response = app.exports.download(export_id).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+
+    assert_eq!(
+        app.exports.control(export_id, "resume").await.status(),
+        StatusCode::OK
+    );
+    let export = app.exports.wait_for(export_id, "completed").await;
+    assert_eq!(export["processed_rows"], 6_000);
+    assert_eq!(csv_rows(&app.exports.csv(export_id).await).len(), 6_000);
+    assert_eq!(
+        app.exports.control(export_id, "pause").await.status(),
+        StatusCode::CONFLICT
+    );
+
+    let cancelled = app.exports.start(from, to, slow).await;
+    test_support::eventually(EXPORT_DEADLINE, "progress", || async {
+        let export = app.exports.status(cancelled).await;
+        (export["processed_rows"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.exports.control(cancelled, "cancel").await.status(),
+        StatusCode::OK
+    );
+    let at_cancel = settled(&app.exports, cancelled).await;
+    assert_eq!(at_cancel["status"], "cancelled");
+    assert!(at_cancel["processed_rows"].as_i64() < Some(6_000));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = app.exports.status(cancelled).await;
+    assert_eq!(
+        later["processed_rows"], at_cancel["processed_rows"],
+        "no more steps"
+    );
+    assert_eq!(
+        app.exports.control(cancelled, "resume").await.status(),
+        StatusCode::CONFLICT
+    );
+    app.stop().await.unwrap();
+}
+
+/// Polls until `processed_rows` stops changing (the chunk in progress at a pause or cancel
+/// may still finish).
+async fn settled(exports: &ExportsClient, export_id: Uuid) -> serde_json::Value {
+    let mut last = exports.status(export_id).await;
+    let deadline = tokio::time::Instant::now() + EXPORT_DEADLINE;
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = exports.status(export_id).await;
+        if now["processed_rows"] == last["processed_rows"] {
+            return now;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never settled");
+        last = now;
+    }
+}
+
+#[tokio::test]
+async fn max_rows_per_sec_holds_the_measured_rate_within_ten_percent() {
+    let app = spawn_app().await;
+    seed_orders(&app.pool, start(), 4_000).await;
+    let (from, to) = seeded_range(start(), 4_000);
+    let export_id = app
+        .exports
+        .start(
+            from,
+            to,
+            json!({ "chunk_size": 100, "max_rows_per_sec": 1_000 }),
+        )
+        .await;
+    let export = app.exports.wait_for(export_id, "completed").await;
+    let at = |field: &str| -> DateTime<Utc> {
+        export[field]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect(field)
+    };
+    let elapsed = (at("finished_at") - at("started_at")).as_seconds_f64();
+    let rate = 4_000.0 / elapsed;
+    assert!(
+        (900.0..=1_100.0).contains(&rate),
+        "measured {rate:.0} rows/s over {elapsed:.2} s for a limit of 1000"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn two_instances_share_the_work_of_several_exports() {
+    let app = spawn_app().await;
+    seed_orders(&app.pool, start(), 12_000).await;
+    // A second instance of the same deployment: same database, group, directory.
+    let config =
+        Config::from_env(&Env::from_pairs(app.env.clone())).expect("the same configuration");
+    let second = Application::build(config).await.expect("builds");
+    let second = test_support::TestApp::spawn(second.local_addr(), |shutdown| {
+        second.run_until_stopped(shutdown)
+    });
+
+    let mut exports = Vec::new();
+    for i in 0..6 {
+        let from = start() + TimeDelta::seconds(i * 2_000);
+        let to = from + TimeDelta::seconds(2_000);
+        exports.push(
+            app.exports
+                .start(
+                    from,
+                    to,
+                    json!({ "chunk_size": 250, "max_rows_per_sec": 4_000 }),
+                )
+                .await,
+        );
+    }
+    for &export_id in &exports {
+        let export = app.exports.wait_for(export_id, "completed").await;
+        assert_eq!(export["processed_rows"], 2_000);
+    }
+    let runners: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT processed_by FROM job_steps WHERE job_id = ANY($1)")
+            .bind(&exports)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        runners.iter().collect::<HashSet<_>>().len(),
+        2,
+        "both instances took steps: {runners:?}"
+    );
+    second.stop().await.unwrap();
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn invalid_requests_and_unknown_exports_are_problems() {
+    let app = spawn_app().await;
+    let response = app
+        .exports
+        .create(&json!({
+            "from": "2026-01-02T00:00:00Z",
+            "to": "2026-01-01T00:00:00Z",
+            "status": "shipped",
+            "chunk_size": 0,
+        }))
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    for field in ["to", "status", "chunk_size"] {
+        assert!(problem["errors"][field].is_string(), "{problem}");
+    }
+    let unknown = Uuid::now_v7();
+    assert_eq!(
+        app.exports.get(unknown).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.exports.control(unknown, "pause").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.exports.download(unknown).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await.unwrap();
+}
+
+impl TestApp {
+    /// Stops the service and keeps its database (and so its jobs) for another instance.
+    pub async fn stop_keeping_database(self) -> test_support::TestDatabase {
+        let (http, database) = self.into_parts();
+        http.stop().await.expect("stops cleanly");
+        database
+    }
+}
