@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env};
 
 pub const SERVICE_NAME: &str = "report-exporter";
@@ -34,6 +35,8 @@ pub struct Config {
     /// reach it, for the download link in the export-ready notification.
     pub public_url: String,
     pub nightly: NightlyConfig,
+    /// `ADMIN_ROUTES` and `ADMIN_TOKEN`: the schedule admin endpoints and their bearer token.
+    pub admin: AdminConfig,
 }
 
 /// The `nightly-orders-export` recurring schedule, upserted at every start.
@@ -59,6 +62,7 @@ impl Config {
             export_dir: PathBuf::from(env.string_or("EXPORT_DIR", DEFAULT_EXPORT_DIR)),
             public_url: env.string_or("EXPORT_PUBLIC_URL", DEFAULT_PUBLIC_URL),
             nightly: NightlyConfig::from_env(env)?,
+            admin: AdminConfig::from_env(env)?,
         })
     }
 }
@@ -87,13 +91,13 @@ mod tests {
 
     #[test]
     fn the_consumer_group_prefix_defaults_to_the_service_name() {
-        let config = Config::from_env(&Env::from_pairs(Vec::<(&str, &str)>::new())).unwrap();
+        let config = Config::from_env(&Env::from_pairs([("ADMIN_ROUTES", "false")])).unwrap();
         assert_eq!(config.consumer_group_prefix, "report-exporter");
 
-        let config = Config::from_env(&Env::from_pairs([(
-            "KAFKA_CONSUMER_GROUP_PREFIX",
-            "report-exporter-staging",
-        )]))
+        let config = Config::from_env(&Env::from_pairs([
+            ("KAFKA_CONSUMER_GROUP_PREFIX", "report-exporter-staging"),
+            ("ADMIN_ROUTES", "false"),
+        ]))
         .unwrap();
         assert_eq!(config.consumer_group_prefix, "report-exporter-staging");
     }

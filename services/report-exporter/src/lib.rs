@@ -25,7 +25,9 @@ use task_scheduler::{Scheduler, Schedules};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{Config, DEFAULT_TASKS_TOPIC, NightlyConfig, SERVICE_NAME};
+pub use config::{
+    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, NightlyConfig, SERVICE_NAME,
+};
 pub use export_job::CSV_HEADER;
 pub use nightly::NIGHTLY_SCHEDULE;
 
@@ -33,6 +35,9 @@ use crate::export_job::ExportOrders;
 use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
 use crate::orders_view::{ORDERS_TOPIC, OrdersView};
 use crate::routes::AppState;
+
+/// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
+const ADMIN_REALM: &str = "report-exporter-admin";
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -114,7 +119,23 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        let router = platform::http::app(routes::router(state), health, &settings);
+        let mut api = routes::router(state);
+        match &config.admin {
+            AdminConfig::Enabled { token } => {
+                // `GET /admin/schedules` (the nightly export's next occurrence) and
+                // `DELETE /admin/schedules/{id}`, behind the bearer token as in orders.
+                let schedules = task_scheduler::admin::router(Schedules::new(pool.clone()));
+                api = api.merge(platform::http::admin::protect(
+                    schedules,
+                    token.clone(),
+                    ADMIN_REALM,
+                ));
+            }
+            AdminConfig::Disabled => {
+                tracing::info!("ADMIN_ROUTES=false: the schedule admin endpoints are off");
+            }
+        }
+        let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await
             .with_context(|| format!("Failed to bind HTTP_ADDR {}", config.common.http_addr))?;

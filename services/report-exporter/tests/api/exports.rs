@@ -297,6 +297,8 @@ async fn two_instances_share_the_work_of_several_exports() {
         second.run_until_stopped(shutdown)
     });
 
+    // Throttled to last about five seconds each: long enough for the second instance to join
+    // the group and take over some partitions, whatever the order of events.
     let mut exports = Vec::new();
     for i in 0..6 {
         let from = start() + TimeDelta::seconds(i * 2_000);
@@ -306,7 +308,7 @@ async fn two_instances_share_the_work_of_several_exports() {
                 .start(
                     from,
                     to,
-                    json!({ "chunk_size": 250, "max_rows_per_sec": 4_000 }),
+                    json!({ "chunk_size": 100, "max_rows_per_sec": 400 }),
                 )
                 .await,
         );

@@ -23,6 +23,8 @@ use uuid::Uuid;
 use crate::exports_helpers::ExportsClient;
 
 pub const ORDERS_TOPIC: &str = "orders.orders.v1";
+/// The `ADMIN_TOKEN` of every test instance.
+pub const ADMIN_TOKEN: &str = "test-admin-token-5c07e1";
 /// Long enough for a consumer group join and a few event hops on a busy 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -101,6 +103,7 @@ pub async fn service_env(database_url: &str) -> Vec<(String, String)> {
             "EXPORT_TASKS_TOPIC",
             unique_name("report-exporter-test-tasks"),
         ),
+        ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))

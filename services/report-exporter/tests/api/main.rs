@@ -5,4 +5,5 @@ mod exports;
 mod exports_helpers;
 mod health;
 mod helpers;
+mod nightly;
 mod orders_view;
