@@ -36,6 +36,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 # Never run as root inside the container.
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin asyncron
+# report-exporter writes its CSV files here (EXPORT_DIR in docker-compose.yml). Created owned by
+# the service user, so that a named volume mounted on it starts out writable.
+RUN mkdir -p /var/lib/asyncron/exports && chown asyncron:asyncron /var/lib/asyncron/exports
 COPY --from=build /out/service /usr/local/bin/service
 # Fail the image build, not the container start, if the binary needs a library this image lacks.
 RUN if ldd /usr/local/bin/service | grep 'not found'; then exit 1; fi

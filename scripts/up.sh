@@ -172,12 +172,14 @@ if [[ -n ${HTTP_ADDR:-} ]]; then
 fi
 unset HTTP_ADDR
 
-# orders and notifications refuse to enable their /admin routes without a token. Locally a
+# orders, notifications and report-exporter refuse to enable their /admin routes without a token. Locally a
 # well-known token keeps the stack starting without setup; set ADMIN_TOKEN to use your own.
 if [[ -z ${ADMIN_TOKEN:-} ]]; then
   export ADMIN_TOKEN=local-admin-token
-  log "ADMIN_TOKEN is unset: the /admin routes of orders and notifications accept 'Bearer local-admin-token'"
+  log "ADMIN_TOKEN is unset: the /admin routes of orders, notifications and report-exporter accept 'Bearer local-admin-token'"
 fi
+# report-exporter's CSV files stay under target/, out of the working tree.
+export EXPORT_DIR=${EXPORT_DIR:-$UP_DIR/exports}
 
 build_args=()
 for name in "${services[@]}"; do
