@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod admin;
+pub mod calendar;
 mod listener;
 mod recurrence;
 mod scheduler;

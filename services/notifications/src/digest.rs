@@ -3,11 +3,12 @@
 //! operators: how many notifications of each kind went out the day before.
 
 use anyhow::Context as _;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use task_queue::{Task, TaskContext, TaskError, TaskHandler};
+use task_scheduler::calendar::{day_bounds, yesterday};
 
 use crate::notification::{Kind, Message, Notification, Provider};
 use crate::store;
@@ -68,30 +69,6 @@ impl TaskHandler<SendDailyDigest> for SendDigests {
     }
 }
 
-/// The calendar day before `now`'s, in `timezone`.
-fn yesterday(now: DateTime<Utc>, timezone: Tz) -> NaiveDate {
-    let today = now.with_timezone(&timezone).date_naive();
-    today - Days::new(1)
-}
-
-/// The instants `day` starts and ends in `timezone` (a day is 23 or 25 hours long when the
-/// clocks change).
-fn day_bounds(day: NaiveDate, timezone: Tz) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
-    let start_of = |date: NaiveDate| {
-        date.and_hms_opt(0, 0, 0)
-            .and_then(|midnight| midnight.and_local_timezone(timezone).earliest())
-            // Midnight may not exist where the clocks jump at 00:00; the day then starts at the
-            // first instant after the gap, which one hour later always is.
-            .or_else(|| {
-                date.and_hms_opt(1, 0, 0)
-                    .and_then(|one| one.and_local_timezone(timezone).earliest())
-            })
-            .map(|local| local.with_timezone(&Utc))
-            .with_context(|| format!("{date} has no start in {timezone}"))
-    };
-    Ok((start_of(day)?, start_of(day + Days::new(1))?))
-}
-
 /// How many notifications of each kind were delivered in `[from, to)`, digests left out, by
 /// kind.
 async fn deliveries_per_kind(
@@ -144,29 +121,6 @@ fn digest_message(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yesterday_is_a_day_of_the_digest_time_zone() {
-        let now: DateTime<Utc> = "2026-11-26T06:00:00Z".parse().unwrap();
-        assert_eq!(yesterday(now, Tz::UTC), "2026-11-25".parse().unwrap());
-        // 23:30 UTC is already the next day in Tokyo.
-        let late: DateTime<Utc> = "2026-11-26T23:30:00Z".parse().unwrap();
-        assert_eq!(
-            yesterday(late, Tz::Asia__Tokyo),
-            "2026-11-26".parse().unwrap()
-        );
-    }
-
-    #[test]
-    fn a_day_spans_its_local_midnights() {
-        let (from, to) = day_bounds("2026-03-29".parse().unwrap(), Tz::Europe__Berlin).unwrap();
-        assert_eq!(
-            from,
-            "2026-03-28T23:00:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
-        // The day the clocks go forward has 23 hours.
-        assert_eq!(to, "2026-03-29T22:00:00Z".parse::<DateTime<Utc>>().unwrap());
-    }
 
     #[test]
     fn the_digest_counts_each_kind() {

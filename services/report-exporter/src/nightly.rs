@@ -3,13 +3,14 @@
 //! previous calendar day.
 
 use anyhow::Context as _;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::Utc;
 use chrono_tz::Tz;
 use iterator::{Job as _, JobOptions, Jobs};
 use kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use task_queue::{Task, TaskContext, TaskError, TaskHandler, TaskOptions, Worker};
+use task_scheduler::calendar::{day_bounds, yesterday};
 use task_scheduler::{MisfirePolicy, OverlapPolicy, Schedules, TaskTemplate};
 use uuid::Uuid;
 
@@ -119,48 +120,5 @@ impl TaskHandler<StartNightlyExport> for StartNightlyExports {
         let started = exports::start_in(ctx.conn, &self.jobs, &export, total).await?;
         tracing::info!(export_id = %export.export_id, %day, started, "nightly export");
         Ok(())
-    }
-}
-
-/// The calendar day before `now`'s, in `timezone`.
-fn yesterday(now: DateTime<Utc>, timezone: Tz) -> NaiveDate {
-    now.with_timezone(&timezone).date_naive() - Days::new(1)
-}
-
-/// The instants `day` starts and ends in `timezone` (23 or 25 hours apart when the clocks
-/// change; where midnight falls into a gap, the day starts at 01:00).
-fn day_bounds(day: NaiveDate, timezone: Tz) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
-    let start_of = |date: NaiveDate| {
-        [0, 1]
-            .into_iter()
-            .filter_map(|hour| date.and_hms_opt(hour, 0, 0))
-            .find_map(|local| local.and_local_timezone(timezone).earliest())
-            .map(|start| start.with_timezone(&Utc))
-            .with_context(|| format!("{date} has no start in {timezone}"))
-    };
-    Ok((start_of(day)?, start_of(day + Days::new(1))?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn yesterday_is_the_previous_calendar_day_in_the_time_zone() {
-        let now: DateTime<Utc> = "2026-03-29T23:30:00Z".parse().unwrap();
-        // Already the 30th in Berlin (UTC+2 since that morning).
-        assert_eq!(
-            yesterday(now, chrono_tz::Europe::Berlin).to_string(),
-            "2026-03-29"
-        );
-        assert_eq!(yesterday(now, chrono_tz::UTC).to_string(), "2026-03-28");
-    }
-
-    #[test]
-    fn a_day_of_a_clock_change_is_23_hours_long() {
-        let day = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap();
-        let (from, to) = day_bounds(day, chrono_tz::Europe::Berlin).unwrap();
-        assert_eq!(from.to_rfc3339(), "2026-03-28T23:00:00+00:00");
-        assert_eq!((to - from).num_hours(), 23);
     }
 }
