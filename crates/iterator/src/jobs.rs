@@ -373,6 +373,14 @@ impl Jobs {
             .begin()
             .await
             .context("Failed to begin a transaction")?;
+        // Shards before the job, in the order a step locks them: a step still running from
+        // before the pause holds its shard and then updates the job; taking the job first here
+        // would deadlock with it.
+        sqlx::query("SELECT shard FROM job_shards WHERE job_id = $1 ORDER BY shard FOR UPDATE")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("Failed to lock the shards of job {job_id}"))?;
         let control = transition(
             &mut tx,
             job_id,
@@ -463,13 +471,13 @@ async fn transition(
     to: JobState,
     from: &[JobState],
 ) -> anyhow::Result<Control> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM jobs WHERE job_id = $1 FOR UPDATE")
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT state, kind FROM jobs WHERE job_id = $1 FOR UPDATE")
             .bind(job_id)
             .fetch_optional(&mut *conn)
             .await
             .with_context(|| format!("Failed to lock job {job_id}"))?;
-    let Some(state) = state else {
+    let Some((state, kind)) = row else {
         return Ok(Control::NotFound);
     };
     let state: JobState = state.parse()?;
@@ -491,5 +499,9 @@ async fn transition(
     .await
     .with_context(|| format!("Failed to move job {job_id} to {to}"))?;
     tracing::info!(%job_id, from = %state, to = %to, "job state changed");
+    if to == JobState::Cancelled {
+        metrics::counter!("iterator_jobs_finished_total", "kind" => kind, "state" => "cancelled")
+            .increment(1);
+    }
     Ok(Control::Applied)
 }

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 pub use job::{Chunk, CompletedJob, Job, Shard};
 pub use jobs::{Control, JobOptions, JobState, JobStatus, Jobs, STEP_MESSAGE_TYPE};
-pub use runner::{JobRunner, iterations_topic};
+pub use runner::{JobRunner, iterations_topic, iterations_topic_named};
 
 /// The table that records which of this crate's migrations ran, apart from the service's own.
 pub const MIGRATIONS_TABLE: &str = "_iterator_migrations";

@@ -22,11 +22,17 @@ use crate::erased::{ErasedJob, StepAt};
 use crate::job::Job;
 use crate::jobs::{JobState, StepMessage};
 
-/// The iterations topic of `service`: `<service>.iterations.v1`, six partitions, keyed by job
-/// id. Internal to the service (its own replicas produce and consume it); kept for a day,
-/// which only matters for steps that wait longer than that for a stopped service.
+/// The iterations topic of `service`: `<service>.iterations.v1`, with
+/// [`iterations_topic_named`]'s settings.
 pub fn iterations_topic(service: &str) -> TopicSpec {
-    TopicSpec::new(format!("{service}.iterations.v1"))
+    iterations_topic_named(format!("{service}.iterations.v1"))
+}
+
+/// An iterations topic: six partitions, keyed by job id. Internal to the service (its own
+/// replicas produce and consume it); kept for a day, which only matters for steps that wait
+/// longer than that for a stopped service.
+pub fn iterations_topic_named(name: impl Into<String>) -> TopicSpec {
+    TopicSpec::new(name)
         .partitions(6)
         .config("retention.ms", "86400000")
 }
@@ -73,8 +79,10 @@ impl JobRunner {
             jobs: HashMap::new(),
             // A chunk that fails is retried in place (its job's later steps wait, other jobs
             // go on), then the job is marked failed.
+            // Eight attempts over about 20 s: a database or broker restart is survived; a
+            // chunk that cannot succeed fails its job in reasonable time.
             retry: RetryPolicy {
-                max_attempts: 5,
+                max_attempts: 8,
                 initial_backoff: Duration::from_millis(200),
                 max_backoff: Duration::from_secs(10),
             },
@@ -89,8 +97,8 @@ impl JobRunner {
         self
     }
 
-    /// Attempts per chunk before the job is marked `failed` (default: 5, backoff from 200 ms
-    /// doubling up to 10 s).
+    /// Attempts per chunk before the job is marked `failed` (default: 8, backoff from 200 ms
+    /// doubling up to 10 s: about 20 s in all).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
@@ -231,8 +239,8 @@ impl StepHandler {
         })?;
         if let Some(until) = shard.throttled_until() {
             let wait = (until - Utc::now()).to_std().unwrap_or_default();
-            metrics::counter!("iterator_throttle_wait_seconds_total", "kind" => shard.kind.clone())
-                .increment(wait.as_secs());
+            metrics::histogram!("iterator_throttle_wait_seconds", "kind" => shard.kind.clone())
+                .record(wait.as_secs_f64());
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 // The step is delivered again after the restart; the consumer runtime treats
@@ -384,11 +392,12 @@ impl StepHandler {
     }
 }
 
-/// The first step of a job starts it.
+/// The first step of a job starts it; so does the first step after resuming a job that was
+/// paused before it started.
 async fn mark_running(conn: &mut PgConnection, job_id: Uuid) -> anyhow::Result<()> {
     sqlx::query(
         "UPDATE jobs SET state = 'running', started_at = coalesce(started_at, now()), updated_at = now()
-         WHERE job_id = $1 AND state = 'pending'",
+         WHERE job_id = $1 AND (state = 'pending' OR (state = 'running' AND started_at IS NULL))",
     )
     .bind(job_id)
     .execute(conn)

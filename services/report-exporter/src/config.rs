@@ -7,6 +7,8 @@ pub const SERVICE_NAME: &str = "report-exporter";
 
 /// The service's own task queue: the nightly export's trigger.
 pub const DEFAULT_TASKS_TOPIC: &str = "report-exporter.tasks.v1";
+/// Where the exports' steps travel: `iterator::iterations_topic(SERVICE_NAME)`.
+pub const DEFAULT_ITERATIONS_TOPIC: &str = "report-exporter.iterations.v1";
 const DEFAULT_EXPORT_DIR: &str = "exports";
 const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8084";
 const DEFAULT_RECIPIENT: &str = "reports@example.com";
@@ -27,6 +29,11 @@ pub struct Config {
     /// `EXPORT_TASKS_TOPIC` (default `report-exporter.tasks.v1`): the service's own task queue,
     /// which the nightly schedule fires into. Only tests change it, to get a queue of their own.
     pub tasks_topic: String,
+    /// `EXPORT_ITERATIONS_TOPIC` (default `report-exporter.iterations.v1`): where the exports'
+    /// steps travel between the service's replicas. A second deployment with a database of its
+    /// own on the same Kafka cluster (each test) should have its own: the steps of the other's
+    /// exports would reach it too, to be skipped as unknown jobs.
+    pub iterations_topic: String,
     /// `EXPORT_DIR` (default `exports`, relative to the working directory): where the CSV
     /// files are written. Created at start. Replicas must share it (a shared volume): any of
     /// them may write the next chunk of an export, or serve its download.
@@ -59,6 +66,7 @@ impl Config {
             common: CommonConfig::from_env(env, SERVICE_NAME, 8084, "report_exporter")?,
             consumer_group_prefix: env.string_or("KAFKA_CONSUMER_GROUP_PREFIX", SERVICE_NAME),
             tasks_topic: env.string_or("EXPORT_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
+            iterations_topic: env.string_or("EXPORT_ITERATIONS_TOPIC", DEFAULT_ITERATIONS_TOPIC),
             export_dir: PathBuf::from(env.string_or("EXPORT_DIR", DEFAULT_EXPORT_DIR)),
             public_url: env.string_or("EXPORT_PUBLIC_URL", DEFAULT_PUBLIC_URL),
             nightly: NightlyConfig::from_env(env)?,

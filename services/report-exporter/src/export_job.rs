@@ -195,17 +195,12 @@ impl Job for ExportOrders {
     }
 
     async fn total(&self, params: &ExportParams) -> anyhow::Result<Option<u64>> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM orders_view
-             WHERE created_at >= $1 AND created_at < $2 AND ($3::text IS NULL OR status = $3)",
-        )
-        .bind(params.from)
-        .bind(params.to)
-        .bind(params.status.as_deref())
-        .fetch_one(&self.pool)
-        .await
-        .context("Failed to count the orders to export")?;
-        Ok(Some(total.unsigned_abs()))
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .context("Failed to get a database connection")?;
+        count(&mut conn, params).await.map(Some)
     }
 
     /// Tells the requester, through notifications, once: the task is recorded in the
@@ -236,6 +231,22 @@ impl Job for ExportOrders {
     }
 }
 
+/// The orders an export of `params` covers, counted through `conn` (the caller's transaction,
+/// if it has one).
+pub async fn count(conn: &mut PgConnection, params: &ExportParams) -> anyhow::Result<u64> {
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM orders_view
+         WHERE created_at >= $1 AND created_at < $2 AND ($3::text IS NULL OR status = $3)",
+    )
+    .bind(params.from)
+    .bind(params.to)
+    .bind(params.status.as_deref())
+    .fetch_one(conn)
+    .await
+    .context("Failed to count the orders to export")?;
+    Ok(total.unsigned_abs())
+}
+
 /// Cuts the file to `committed` bytes, appends `bytes` and syncs; returns the new length.
 async fn append_at(path: &Path, committed: i64, bytes: &[u8]) -> anyhow::Result<i64> {
     let committed = u64::try_from(committed).context("a negative committed length")?;
@@ -251,6 +262,11 @@ async fn append_at(path: &Path, committed: i64, bytes: &[u8]) -> anyhow::Result<
         "the file is {on_disk} bytes long, shorter than the {committed} bytes committed: it was \
          changed or removed outside the service"
     );
+    if committed == 0 && on_disk == 0 {
+        // A new file: its directory entry must be on disk too before a length is committed
+        // for it, or a machine crash could lose the file the database says is there.
+        sync_dir(path).await?;
+    }
     file.set_len(committed).await?;
     file.seek(std::io::SeekFrom::Start(committed)).await?;
     file.write_all(bytes).await?;
@@ -258,6 +274,12 @@ async fn append_at(path: &Path, committed: i64, bytes: &[u8]) -> anyhow::Result<
     // lose what the database says is there.
     file.sync_data().await?;
     Ok(i64::try_from(committed + bytes.len() as u64)?)
+}
+
+async fn sync_dir(path: &Path) -> anyhow::Result<()> {
+    let dir = path.parent().context("a file path without a directory")?;
+    tokio::fs::File::open(dir).await?.sync_all().await?;
+    Ok(())
 }
 
 #[cfg(test)]

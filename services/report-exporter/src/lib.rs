@@ -98,7 +98,7 @@ impl Application {
         )
         .await?;
 
-        let jobs = Jobs::new(pool.clone(), iterator::iterations_topic(SERVICE_NAME).name);
+        let jobs = Jobs::new(pool.clone(), &config.iterations_topic);
         let export = ExportOrders {
             pool: pool.clone(),
             dir: config.export_dir.clone(),
@@ -212,7 +212,7 @@ impl Application {
             pool.clone(),
             &kafka,
             format!("{}.iterations", config.consumer_group_prefix),
-            iterator::iterations_topic(SERVICE_NAME),
+            iterator::iterations_topic_named(&config.iterations_topic),
         )
         .register(export.clone())
         .start(stop_background.clone())
@@ -230,7 +230,6 @@ impl Application {
             &config.consumer_group_prefix,
             &config.tasks_topic,
             jobs,
-            export,
         )
         .start(stop_background.clone())
         .await

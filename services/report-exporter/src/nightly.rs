@@ -5,7 +5,7 @@
 use anyhow::Context as _;
 use chrono::Utc;
 use chrono_tz::Tz;
-use iterator::{Job as _, JobOptions, Jobs};
+use iterator::{JobOptions, Jobs};
 use kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -15,7 +15,7 @@ use task_scheduler::{MisfirePolicy, OverlapPolicy, Schedules, TaskTemplate};
 use uuid::Uuid;
 
 use crate::config::NightlyConfig;
-use crate::export_job::{ExportOrders, ExportParams};
+use crate::export_job::{ExportParams, count};
 use crate::exports::{self, NewExport};
 
 /// The recurring schedule's name.
@@ -72,18 +72,13 @@ pub fn worker(
     group_prefix: &str,
     topic: &str,
     jobs: Jobs,
-    export: ExportOrders,
 ) -> Worker {
     Worker::new(pool, kafka, format!("{group_prefix}.tasks"), topic)
-        .register::<StartNightlyExport, _>(
-            StartNightlyExports { jobs, export },
-            TaskOptions::default(),
-        )
+        .register::<StartNightlyExport, _>(StartNightlyExports { jobs }, TaskOptions::default())
 }
 
 struct StartNightlyExports {
     jobs: Jobs,
-    export: ExportOrders,
 }
 
 impl TaskHandler<StartNightlyExport> for StartNightlyExports {
@@ -116,8 +111,8 @@ impl TaskHandler<StartNightlyExport> for StartNightlyExports {
             requested_by: NIGHTLY_SCHEDULE.to_owned(),
             options: JobOptions::default(),
         };
-        let total = self.export.total(&export.params).await?;
-        let started = exports::start_in(ctx.conn, &self.jobs, &export, total).await?;
+        let total = count(ctx.conn, &export.params).await?;
+        let started = exports::start_in(ctx.conn, &self.jobs, &export, Some(total)).await?;
         tracing::info!(export_id = %export.export_id, %day, started, "nightly export");
         Ok(())
     }

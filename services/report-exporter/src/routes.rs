@@ -31,6 +31,8 @@ const ORDER_STATUSES: [&str; 3] = ["pending_payment", "paid", "cancelled"];
 const DEFAULT_CHUNK_SIZE: u32 = 5_000;
 const MAX_CHUNK_SIZE: u32 = 100_000;
 const MAX_SHARDS: u32 = 16;
+/// The longest a throttled chunk may take (see `CreateExport::validate`).
+const MAX_SECONDS_PER_CHUNK: f64 = 5.0;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -106,6 +108,20 @@ impl CreateExport {
         let shards = self.shards.unwrap_or(1);
         if !(1..=MAX_SHARDS).contains(&shards) {
             errors.insert("shards", format!("must be between 1 and {MAX_SHARDS}"));
+        }
+        // A step waits for the throttle while it holds its partition's lane; a rebalance waits
+        // for it up to the consumer's drain timeout (10 s). Keep a chunk's share well under it.
+        if let Some(rate) = self.max_rows_per_sec.filter(|rate| *rate > 0) {
+            let seconds_per_chunk = f64::from(chunk_size) * f64::from(shards) / f64::from(rate);
+            if seconds_per_chunk > MAX_SECONDS_PER_CHUNK {
+                errors.insert(
+                    "chunk_size",
+                    format!(
+                        "a chunk would take {seconds_per_chunk:.1} s at max_rows_per_sec; \
+                         choose at most {MAX_SECONDS_PER_CHUNK} s worth of rows"
+                    ),
+                );
+            }
         }
         let recipient = self
             .recipient

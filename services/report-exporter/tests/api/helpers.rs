@@ -103,6 +103,10 @@ pub async fn service_env(database_url: &str) -> Vec<(String, String)> {
             "EXPORT_TASKS_TOPIC",
             unique_name("report-exporter-test-tasks"),
         ),
+        (
+            "EXPORT_ITERATIONS_TOPIC",
+            unique_name("report-exporter-test-iterations"),
+        ),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
     ]
     .into_iter()
