@@ -268,6 +268,12 @@ impl Setup {
                 "EXPORT_TASKS_TOPIC",
                 format!("asyncron-bench.{}.report-exporter-tasks", self.run_id),
             ),
+            // Its own steps topic too: the run's steps stay out of running services' way, and
+            // theirs out of the run's.
+            (
+                "EXPORT_ITERATIONS_TOPIC",
+                format!("asyncron-bench.{}.report-exporter-iterations", self.run_id),
+            ),
         ]))
     }
 }
