@@ -33,8 +33,8 @@ pub(crate) struct StepAt<'a> {
 }
 
 pub(crate) trait ErasedJob: Send + Sync {
-    /// Loads the chunk after the cursor. Outside the step's transaction, so that a step never
-    /// holds two connections at once (the job may read through the same pool).
+    /// Loads the chunk after the cursor. Outside the step's transaction (the job may read
+    /// through the same pool): a read never waits for a connection its own step holds.
     fn load<'a>(&'a self, at: StepAt<'a>) -> BoxFuture<'a, anyhow::Result<Loaded>>;
 
     /// Processes a chunk that [`Self::load`] returned for the same step, through `conn`.

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::erased::{ErasedJob, StepAt};
+use crate::erased::{ErasedJob, Loaded, StepAt};
 use crate::job::Job;
 use crate::jobs::{JobState, StepMessage};
 
@@ -150,6 +150,15 @@ struct Taken {
     rows: i32,
     /// The shard has more to do and the job is still running.
     chain_goes_on: bool,
+    /// The next step's chunk, loaded while this step committed.
+    next: Option<Prefetched>,
+}
+
+/// A chunk loaded ahead for `step`, after the cursor `after`.
+struct Prefetched {
+    step: i64,
+    after: Value,
+    chunk: Loaded,
 }
 
 struct StepHandler {
@@ -226,6 +235,7 @@ impl Handler for StepHandler {
         let first: StepMessage = message.json()?;
         let began = Instant::now();
         let mut step = first.clone();
+        let mut prefetched = None;
         loop {
             let span = tracing::info_span!(
                 "iterator.step",
@@ -235,8 +245,16 @@ impl Handler for StepHandler {
                 continued = step.step != first.step,
                 kind = tracing::field::Empty,
             );
-            let go_on = match self.handle_step(&step).instrument(span).await {
-                Ok(go_on) => go_on,
+            let go_on = match self
+                .handle_step(&step, prefetched.take())
+                .instrument(span)
+                .await
+            {
+                Ok(Some(next)) => {
+                    prefetched = next;
+                    true
+                }
+                Ok(None) => false,
                 // A continued step failed: its own step message, recorded by the step before
                 // it, is on the topic and takes it from here, with the usual retries.
                 Err(error) if step.step != first.step => {
@@ -260,8 +278,13 @@ impl Handler for StepHandler {
 }
 
 impl StepHandler {
-    /// Takes one step; `true` when the next step of the chain may follow at once.
-    async fn handle_step(&self, step: &StepMessage) -> Result<bool, HandlerError> {
+    /// Takes one step. `Some` when the next step of the chain may follow at once, with its
+    /// chunk if it could be loaded while this step committed.
+    async fn handle_step(
+        &self,
+        step: &StepMessage,
+        prefetched: Option<Prefetched>,
+    ) -> Result<Option<Option<Prefetched>>, HandlerError> {
         // A first look without locks: most skips and the throttle wait need no transaction.
         let shard: Option<ShardRow> = sqlx::query_as(shard_query!(""))
             .bind(step.job_id)
@@ -272,13 +295,13 @@ impl StepHandler {
         let Some(shard) = shard else {
             tracing::warn!("step of a job that does not exist (deleted?); ignored");
             skipped("unknown_job");
-            return Ok(false);
+            return Ok(None);
         };
         tracing::Span::current().record("kind", shard.kind.as_str());
         if let Some(reason) = shard.skip_reason(step.step)? {
             tracing::debug!(reason, "step not taken");
             skipped(reason);
-            return Ok(false);
+            return Ok(None);
         }
         let job = self.jobs.get(shard.kind.as_str()).cloned().ok_or_else(|| {
             HandlerError::permanent(anyhow::anyhow!(
@@ -300,7 +323,7 @@ impl StepHandler {
             }
         }
         let started = Instant::now();
-        match self.take_step(step, &shard, job.as_ref()).await {
+        match self.take_step(step, &shard, job.as_ref(), prefetched).await {
             Ok(Some(taken)) => {
                 let labels = [("kind", shard.kind.clone())];
                 metrics::counter!("iterator_steps_total", &labels).increment(1);
@@ -310,9 +333,9 @@ impl StepHandler {
                     .record(started.elapsed().as_secs_f64());
                 // A throttled job hands every step to Kafka: its waits must not pile up in
                 // one handler (a rebalance waits for a running handler).
-                Ok(taken.chain_goes_on && shard.max_rows_per_sec.is_none())
+                Ok((taken.chain_goes_on && shard.max_rows_per_sec.is_none()).then_some(taken.next))
             }
-            Ok(None) => Ok(false),
+            Ok(None) => Ok(None),
             Err(error) => {
                 metrics::counter!("iterator_step_failures_total", "kind" => shard.kind.clone())
                     .increment(1);
@@ -328,14 +351,21 @@ impl StepHandler {
         }
     }
 
-    /// Loads the step's chunk, then in one transaction processes it, records it, moves the
-    /// cursor and records the next step. `None` when, under the lock, the step turned out not
-    /// to be due any more (another member took it meanwhile).
+    /// Loads the step's chunk (or takes the one loaded ahead for it), then in one transaction
+    /// processes it, records it, moves the cursor and records the next step. `None` when, under
+    /// the lock, the step turned out not to be due any more (another member took it meanwhile).
+    ///
+    /// When the chain may go on in this handler (an unthrottled job, more to do), the next
+    /// chunk is loaded while this step's transaction runs: reading and writing overlap. Loading
+    /// it early is safe for the same reason loading before the transaction is: it is used only
+    /// if, under the lock, the next step is still due after exactly the cursor it was loaded
+    /// after.
     async fn take_step(
         &self,
         step: &StepMessage,
         peeked: &ShardRow,
         job: &dyn ErasedJob,
+        prefetched: Option<Prefetched>,
     ) -> anyhow::Result<Option<Taken>> {
         let at = StepAt {
             job_id: step.job_id,
@@ -346,7 +376,50 @@ impl StepHandler {
             cursor: peeked.cursor.as_ref(),
             limit: peeked.chunk_size as usize,
         };
-        let outcome = job.load(at).await?;
+        let outcome = match prefetched {
+            Some(chunk)
+                if chunk.step == step.step && Some(&chunk.after) == peeked.cursor.as_ref() =>
+            {
+                chunk.chunk
+            }
+            _ => job.load(at).await?,
+        };
+        let Some(after) = outcome
+            .next
+            .clone()
+            .filter(|_| peeked.max_rows_per_sec.is_none() && !self.continue_for.is_zero())
+        else {
+            return self.commit_step(step, at, job, outcome).await;
+        };
+        let ahead = StepAt {
+            step: step.step + 1,
+            cursor: Some(&after),
+            ..at
+        };
+        let (taken, next) = tokio::join!(self.commit_step(step, at, job, outcome), job.load(ahead));
+        let next = match next {
+            Ok(chunk) => Some(Prefetched {
+                step: step.step + 1,
+                after: after.clone(),
+                chunk,
+            }),
+            // The next step loads it again and meets the error itself, with its retries.
+            Err(error) => {
+                tracing::debug!(error = format!("{error:#}"), "loading ahead failed");
+                None
+            }
+        };
+        Ok(taken?.map(|taken| Taken { next, ..taken }))
+    }
+
+    /// The transaction of a step, for a chunk loaded after `at`'s cursor.
+    async fn commit_step(
+        &self,
+        step: &StepMessage,
+        at: StepAt<'_>,
+        job: &dyn ErasedJob,
+        outcome: Loaded,
+    ) -> anyhow::Result<Option<Taken>> {
         let mut tx = self
             .pool
             .begin()
@@ -443,6 +516,7 @@ impl StepHandler {
         Ok(Some(Taken {
             rows,
             chain_goes_on,
+            next: None,
         }))
     }
 }
