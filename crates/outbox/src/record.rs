@@ -95,6 +95,86 @@ impl Outbox {
         })
     }
 
+    /// Records `messages` in the transaction `conn` is in, in one statement, except those whose
+    /// message id the outbox holds already; returns the ids it recorded, in the order given.
+    ///
+    /// Unlike [`Self::record`], a message id recorded before is not an error: that message is
+    /// skipped and the transaction stays usable. This is what a batch of messages with derived
+    /// ids needs (a repeated fire of the task scheduler, a retried command): one duplicate
+    /// neither fails the batch nor costs a savepoint per message. A duplicate within `messages`
+    /// is recorded once, the first time it appears.
+    ///
+    /// The rows get their `id` (the relay's publishing order) in the order of `messages`, and
+    /// each stores the same headers as [`Self::record`] would: the current span's trace context
+    /// and correlation id, and the message's own headers. One `NOTIFY asyncron_outbox`, delivered
+    /// on commit, wakes the relay for all of them.
+    ///
+    /// # Errors
+    /// [`crate::InvalidMessage`] for the first message that would be published wrongly, before
+    /// anything is written; a database error otherwise, which leaves the transaction for the
+    /// caller to roll back (or to roll back to a savepoint taken before the call).
+    pub async fn record_many(
+        conn: &mut PgConnection,
+        messages: &[OutboxMessage],
+    ) -> anyhow::Result<Vec<Uuid>> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let traceparent = TraceContext::current().map(|cx| cx.to_traceparent());
+        let correlation_id = current_correlation_id();
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut topics = Vec::with_capacity(messages.len());
+        let mut keys = Vec::with_capacity(messages.len());
+        let mut types = Vec::with_capacity(messages.len());
+        let mut payloads = Vec::with_capacity(messages.len());
+        let mut headers = Vec::with_capacity(messages.len());
+        for message in messages {
+            message.validate()?;
+            ids.push(message.message_id);
+            topics.push(message.topic.as_str());
+            keys.push(message.key.as_deref());
+            types.push(message.message_type.as_str());
+            payloads.push(message.payload.as_deref());
+            headers.push(Json(StoredHeaders {
+                traceparent: traceparent.clone(),
+                correlation_id: correlation_id.clone(),
+                extra: message.headers.clone(),
+            }));
+        }
+        // `ORDER BY ord` makes the BIGSERIAL follow the order of `messages`, which is the order
+        // the relay publishes in. `pg_notify` in FROM runs at most once per statement; when
+        // every message was a duplicate it may not run at all, and there is nothing to publish.
+        let mut recorded: Vec<(Uuid, i64)> = sqlx::query_as(
+            "WITH recorded AS (
+                 INSERT INTO outbox (message_id, topic, key, message_type, payload, headers)
+                 SELECT message_id, topic, key, message_type, payload, headers
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[],
+                             $6::jsonb[])
+                     WITH ORDINALITY AS m(message_id, topic, key, message_type, payload,
+                                          headers, ord)
+                 ORDER BY ord
+                 ON CONFLICT (message_id) DO NOTHING
+                 RETURNING message_id, id
+             )
+             SELECT message_id, id FROM recorded, pg_notify($7, '')",
+        )
+        .bind(&ids)
+        .bind(&topics)
+        .bind(&keys)
+        .bind(&types)
+        .bind(&payloads)
+        .bind(&headers)
+        .bind(NOTIFY_CHANNEL)
+        .fetch_all(conn)
+        .await
+        .with_context(|| format!("Failed to record {} outbox messages", messages.len()))?;
+        recorded.sort_unstable_by_key(|&(_, id)| id);
+        Ok(recorded
+            .into_iter()
+            .map(|(message_id, _)| message_id)
+            .collect())
+    }
+
     /// How far the relay is behind: the number of pending rows and the age of the oldest.
     ///
     /// Counting reads the partial index of pending rows, cheap while the relay keeps up; the
