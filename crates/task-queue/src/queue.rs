@@ -145,6 +145,72 @@ impl TaskQueue {
         Ok(task_id)
     }
 
+    /// The outbox message [`Self::enqueue_raw_in`] records for these parts, built but not
+    /// recorded: for a caller that records many tasks in one statement with
+    /// [`Self::enqueue_raw_many_in`], such as the task scheduler firing a batch of schedules.
+    ///
+    /// The same message as `enqueue_raw_in`'s: key `ordering_key` or else the task id,
+    /// `message_type` the task name, `message_id` the task id, the task headers.
+    pub fn raw_message(
+        topic: &str,
+        task_name: &str,
+        task_id: Uuid,
+        ordering_key: Option<&str>,
+        payload: &serde_json::Value,
+    ) -> anyhow::Result<OutboxMessage> {
+        let key = ordering_key.map_or_else(|| task_id.to_string(), str::to_owned);
+        let mut message = OutboxMessage::json(topic, key, task_name, payload)?.message_id(task_id);
+        for (name, value) in wire::enqueue_headers(task_id, task_name, Utc::now()).extra {
+            message = message.header(name, value);
+        }
+        Ok(message)
+    }
+
+    /// Records tasks made by [`Self::raw_message`] in the caller's transaction, in one statement
+    /// (`outbox::Outbox::record_many`), and returns the ids of those it recorded.
+    ///
+    /// A task id the outbox holds already is skipped, as [`Self::enqueue_raw_in`] skips it, but
+    /// without a savepoint per task: the batch costs one round trip however many tasks it holds.
+    ///
+    /// # Errors
+    /// An invalid message (`outbox::InvalidMessage`, e.g. an empty topic) fails the whole call
+    /// before anything is written; a database error leaves the transaction for the caller to
+    /// roll back, or to roll back to a savepoint taken before the call and record the tasks one
+    /// by one, to find the one that fails.
+    pub async fn enqueue_raw_many_in(
+        conn: &mut PgConnection,
+        messages: &[OutboxMessage],
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let recorded = Outbox::record_many(conn, messages).await?;
+        if recorded.len() < messages.len() {
+            tracing::debug!(
+                skipped = messages.len() - recorded.len(),
+                "tasks already in the outbox; not enqueued again"
+            );
+        }
+        // Counted per task name rather than per task: a batch usually holds one or two names.
+        let mut recorded_ids: std::collections::HashSet<Uuid> = recorded.iter().copied().collect();
+        let mut counts: Vec<(&str, u64)> = Vec::new();
+        // `remove`: an id given twice was recorded, and is counted, once.
+        for message in messages
+            .iter()
+            .filter(|message| recorded_ids.remove(&message.message_id))
+        {
+            match counts
+                .iter_mut()
+                .find(|(name, _)| *name == message.message_type)
+            {
+                Some((_, count)) => *count += 1,
+                None => counts.push((&message.message_type, 1)),
+            }
+        }
+        for (task_name, count) in counts {
+            metrics::counter!("tasks_enqueued_total", "task" => task_name.to_owned())
+                .increment(count);
+        }
+        Ok(recorded)
+    }
+
     /// Publishes a task to the main topic as a new enqueue (attempts start at zero); also used
     /// to replay a dead letter.
     pub(crate) async fn publish(
