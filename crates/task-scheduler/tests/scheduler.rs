@@ -576,3 +576,248 @@ async fn a_repeated_fire_enqueues_the_same_task_id_and_is_recorded_once() {
         .unwrap();
     assert_eq!(message_ids, [derive_task_id(id, schedule.due_at)]);
 }
+
+/// An outbox row as the relay would publish it, but for what differs between two enqueues of
+/// one task: `task_enqueued_at`'s value, and the trace context and correlation id of the span
+/// that recorded it.
+#[derive(Debug, PartialEq, sqlx::FromRow)]
+struct OutboxRow {
+    message_id: uuid::Uuid,
+    topic: String,
+    key: Option<String>,
+    message_type: String,
+    payload: Option<Vec<u8>>,
+    headers: sqlx::types::Json<serde_json::Value>,
+}
+
+async fn outbox_in_order(pool: &PgPool) -> Vec<OutboxRow> {
+    sqlx::query_as(
+        "SELECT message_id, topic, key, message_type, payload,
+                jsonb_set(headers - 'traceparent' - 'correlation_id',
+                          '{extra,1,1}', '\"t\"') AS headers
+         FROM outbox ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("outbox rows")
+}
+
+/// Sets each schedule's due time `seconds` before now: the order in which they fire.
+async fn due_ago(setup: &Setup, ids: &[(uuid::Uuid, f64)]) {
+    for (id, seconds) in ids {
+        sqlx::query(
+            "UPDATE scheduled_tasks SET due_at = clock_timestamp() - make_interval(secs => $2)
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(seconds)
+        .execute(&setup.pool)
+        .await
+        .expect("move a due time");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_records_the_messages_enqueue_raw_in_records_in_due_order() {
+    let setup = Setup::new().await;
+    let far = Utc::now() + chrono::Duration::hours(1);
+    let keyed = TaskTemplate {
+        ordering_key: Some("order-7".to_owned()),
+        payload: serde_json::json!({ "n": 2, "text": "grüße ✓", "nested": [null, 1.5] }),
+        ..setup.template(2)
+    };
+    let mut due = Vec::new();
+    for (n, template) in [setup.template(1), keyed, setup.template(3)]
+        .into_iter()
+        .enumerate()
+    {
+        let id = setup
+            .schedules
+            .schedule_at(&format!("same-{n}"), template, far)
+            .await
+            .unwrap();
+        due.push((id, 10.0 - n as f64));
+    }
+    due_ago(&setup, &due).await;
+
+    assert_eq!(
+        Scheduler::new(setup.pool.clone()).fire_due().await.unwrap(),
+        3
+    );
+    let batch = outbox_in_order(&setup.pool).await;
+
+    // The same tasks, recorded one by one with `enqueue_raw_in` as the row-by-row path does.
+    sqlx::query("DELETE FROM outbox")
+        .execute(&setup.pool)
+        .await
+        .unwrap();
+    let mut tx = setup.pool.begin().await.unwrap();
+    for (id, _) in &due {
+        let schedule = setup.schedules.get(*id).await.unwrap().unwrap();
+        let task = schedule_template(&setup.pool, *id).await;
+        task_queue::TaskQueue::enqueue_raw_in(
+            &mut tx,
+            &task.topic,
+            &task.task_name,
+            derive_task_id(*id, schedule.due_at),
+            task.ordering_key.as_deref(),
+            &task.payload,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let one_by_one = outbox_in_order(&setup.pool).await;
+
+    assert_eq!(batch.len(), 3);
+    assert_eq!(batch, one_by_one);
+    assert_eq!(batch[1].key.as_deref(), Some("order-7"));
+    assert_eq!(
+        batch[0].key.as_deref(),
+        Some(batch[0].message_id.to_string().as_str()),
+        "without an ordering key, the task id"
+    );
+}
+
+async fn schedule_template(pool: &PgPool, id: uuid::Uuid) -> TaskTemplate {
+    let task: sqlx::types::Json<TaskTemplate> =
+        sqlx::query_scalar("SELECT task FROM scheduled_tasks WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("template");
+    task.0
+}
+
+#[tokio::test]
+async fn one_offs_and_recurring_occurrences_are_recorded_in_due_order() {
+    let setup = Setup::new().await;
+    setup
+        .schedules
+        .upsert_recurring(
+            "hourly",
+            "0 0 * * * *",
+            "UTC",
+            setup.template(100),
+            MisfirePolicy::FireOnce,
+            OverlapPolicy::Allow,
+        )
+        .await
+        .unwrap();
+    let occurrence: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM scheduled_tasks WHERE recurring = 'hourly'")
+            .fetch_one(&setup.pool)
+            .await
+            .unwrap();
+    let far = Utc::now() + chrono::Duration::hours(1);
+    let mut due = vec![(occurrence, 3.0)];
+    for (n, seconds) in [(1, 4.0), (2, 2.0), (3, 1.0)] {
+        let id = setup
+            .schedules
+            .schedule_at(&format!("one-off-{n}"), setup.template(n), far)
+            .await
+            .unwrap();
+        due.push((id, seconds));
+    }
+    due_ago(&setup, &due).await;
+
+    assert_eq!(
+        Scheduler::new(setup.pool.clone()).fire_due().await.unwrap(),
+        4
+    );
+
+    let recorded: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT message_id FROM outbox ORDER BY id")
+        .fetch_all(&setup.pool)
+        .await
+        .unwrap();
+    let in_due_order: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT task_id FROM scheduled_tasks WHERE state = 'fired' ORDER BY due_at",
+    )
+    .fetch_all(&setup.pool)
+    .await
+    .unwrap();
+    assert_eq!(in_due_order.len(), 4);
+    assert_eq!(recorded, in_due_order);
+    assert_eq!(
+        setup.count("pending").await,
+        1,
+        "the next hourly occurrence"
+    );
+}
+
+/// State, attempts and error of a schedule, and whether it is due again in the future.
+async fn put_back(setup: &Setup, id: uuid::Uuid) -> (String, i32, Option<String>, bool) {
+    sqlx::query_as(
+        "SELECT state, attempts, last_error, due_at > clock_timestamp()
+         FROM scheduled_tasks WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&setup.pool)
+    .await
+    .expect("schedule")
+}
+
+#[tokio::test]
+async fn a_batch_the_database_refuses_fires_row_by_row_and_puts_back_only_the_bad_row() {
+    let setup = Setup::new().await;
+    // Stands in for any database error of one row: the batch insert fails as a whole.
+    sqlx::query("ALTER TABLE outbox ADD CONSTRAINT no_poison CHECK (key <> 'poison')")
+        .execute(&setup.pool)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut template = setup.template(n);
+        if n == 2 {
+            template.ordering_key = Some("poison".to_owned());
+        }
+        ids.push(
+            setup
+                .schedules
+                .schedule_after(&format!("row-{n}"), template, Duration::ZERO)
+                .await
+                .unwrap(),
+        );
+    }
+
+    assert_eq!(
+        Scheduler::new(setup.pool.clone()).fire_due().await.unwrap(),
+        5
+    );
+
+    assert_eq!(setup.count("fired").await, 4);
+    assert_eq!(setup.outbox_rows().await, 4);
+    let (state, attempts, error, later) = put_back(&setup, ids[2]).await;
+    assert_eq!((state.as_str(), attempts, later), ("pending", 1, true));
+    assert!(error.unwrap().contains("no_poison"), "the error is kept");
+}
+
+#[tokio::test]
+async fn a_template_the_outbox_refuses_is_put_back_and_the_others_fire() {
+    let setup = Setup::new().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut template = setup.template(n);
+        if n == 1 {
+            template.topic = String::new();
+        }
+        ids.push(
+            setup
+                .schedules
+                .schedule_after(&format!("row-{n}"), template, Duration::ZERO)
+                .await
+                .unwrap(),
+        );
+    }
+
+    assert_eq!(
+        Scheduler::new(setup.pool.clone()).fire_due().await.unwrap(),
+        3
+    );
+
+    assert_eq!(setup.count("fired").await, 2);
+    assert_eq!(setup.outbox_rows().await, 2);
+    let (state, attempts, error, later) = put_back(&setup, ids[1]).await;
+    assert_eq!((state.as_str(), attempts, later), ("pending", 1, true));
+    assert!(error.unwrap().contains("empty topic"));
+}
