@@ -5,7 +5,7 @@ mod projector;
 mod publisher;
 
 pub use envelope::{EventEnvelope, EventKind, Payload, SCHEMA_VERSION};
-pub use projector::{Projector, ReadModel, rebuild};
+pub use projector::{DEFAULT_PROJECTION_CONCURRENCY, Projector, ReadModel, rebuild};
 pub use publisher::EntityTopic;
 
 /// Creates this crate's tables (`projection_revisions`, `projections`) in a consuming service's

@@ -8,6 +8,7 @@ use kafka::{
 };
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{EventEnvelope, EventKind};
@@ -51,7 +52,12 @@ pub struct Projector<R> {
     service: String,
     topic: TopicSpec,
     read_model: Arc<R>,
+    concurrency: usize,
 }
+
+/// Events a projector applies at once unless told otherwise: enough to keep up across keys,
+/// few enough to leave most of a default pool (10 connections) to the service's requests.
+pub const DEFAULT_PROJECTION_CONCURRENCY: usize = 4;
 
 impl<R: ReadModel> Projector<R> {
     /// `service` prefixes the consumer group: `<service>.<projection>.g<generation>`.
@@ -68,7 +74,17 @@ impl<R: ReadModel> Projector<R> {
             service: service.to_owned(),
             topic,
             read_model: Arc::new(read_model),
+            concurrency: DEFAULT_PROJECTION_CONCURRENCY,
         }
+    }
+
+    /// At most `events` are applied at once, each in its own transaction (default
+    /// [`DEFAULT_PROJECTION_CONCURRENCY`]). Events of one key are applied in order whatever
+    /// the limit.
+    #[must_use]
+    pub fn concurrency(mut self, events: usize) -> Self {
+        self.concurrency = events.max(1);
+        self
     }
 
     /// Joins the projection's consumer group and applies events until `shutdown`. A new
@@ -81,6 +97,7 @@ impl<R: ReadModel> Projector<R> {
         let apply = Apply {
             pool: self.pool,
             read_model: self.read_model,
+            concurrency: Arc::new(Semaphore::new(self.concurrency)),
         };
         // Provisioning here too means the reader may start before the owner ever ran.
         ConsumerBuilder::new(&self.kafka, group)
@@ -137,6 +154,10 @@ async fn generation(pool: &PgPool, projection: &str) -> anyhow::Result<i32> {
 struct Apply<R> {
     pool: PgPool,
     read_model: Arc<R>,
+    /// Events applied at once. The consumer runs the events of different keys in parallel, as
+    /// many as it holds; each needs a connection, and a projection catching up on a long topic
+    /// would otherwise take the whole pool from the service's requests.
+    concurrency: Arc<Semaphore>,
 }
 
 impl<R: ReadModel> Handler for Apply<R> {
@@ -147,6 +168,11 @@ impl<R: ReadModel> Handler for Apply<R> {
         }
         let event: EventEnvelope<R::Entity> = message.json()?;
         let projection = self.read_model.name();
+        let _permit = self
+            .concurrency
+            .acquire()
+            .await
+            .context("The projection's concurrency limit was closed")?;
         let mut tx = self
             .pool
             .begin()

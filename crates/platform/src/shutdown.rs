@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,6 +26,28 @@ pub fn on_signal(token: CancellationToken) {
             () = token.cancelled() => {}
         }
     });
+}
+
+/// Runs background `work` that is meant to last until shutdown (a consumer, a relay, a
+/// scheduler). If it ends before `stop` is cancelled, it failed, even with `Ok`: `stop` is
+/// cancelled, so that the whole service shuts down and reports it, rather than go on serving
+/// with a part that no longer works. `what` names it in the error.
+pub async fn until_stopped(
+    what: &'static str,
+    work: impl Future<Output = anyhow::Result<()>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let result = work.await;
+    if stop.is_cancelled() {
+        return result.with_context(|| format!("The {what} failed"));
+    }
+    let error = match result {
+        Err(error) => error.context(format!("The {what} failed")),
+        Ok(()) => anyhow::anyhow!("The {what} stopped before shutdown"),
+    };
+    tracing::error!(error = format!("{error:#}"), "shutting down");
+    stop.cancel();
+    Err(error)
 }
 
 #[cfg(unix)]

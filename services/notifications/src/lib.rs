@@ -10,7 +10,6 @@ mod store;
 mod tasks;
 mod worker;
 
-use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -136,18 +135,18 @@ impl Application {
             .start(stop_background.clone())
             .await
             .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
-        let worker_task = tokio::spawn(until_stopped(
+        let worker_task = tokio::spawn(platform::shutdown::until_stopped(
             "task worker",
             running.wait(),
             stop_http.clone(),
         ));
 
-        let scheduler_task = tokio::spawn(until_stopped(
+        let scheduler_task = tokio::spawn(platform::shutdown::until_stopped(
             "task scheduler",
             Scheduler::new(pool.clone()).run(stop_background.clone()),
             stop_http.clone(),
         ));
-        let relay = tokio::spawn(until_stopped(
+        let relay = tokio::spawn(platform::shutdown::until_stopped(
             "outbox relay",
             OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
             stop_http.clone(),
@@ -197,24 +196,4 @@ async fn upsert_daily_digest(schedules: &Schedules, config: &Config) -> anyhow::
                 config.digest.cron, config.digest.timezone
             )
         })
-}
-
-/// Runs background `work` that is meant to last until shutdown. If it ends before `stop` is
-/// cancelled, it failed: `stop` is cancelled, so that the whole service shuts down.
-async fn until_stopped(
-    what: &'static str,
-    work: impl Future<Output = anyhow::Result<()>>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let result = work.await;
-    if stop.is_cancelled() {
-        return result.with_context(|| format!("The {what} failed"));
-    }
-    let error = match result {
-        Err(error) => error.context(format!("The {what} failed")),
-        Ok(()) => anyhow::anyhow!("The {what} stopped before shutdown"),
-    };
-    tracing::error!(error = format!("{error:#}"), "shutting down");
-    stop.cancel();
-    Err(error)
 }

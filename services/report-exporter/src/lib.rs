@@ -9,7 +9,6 @@ mod notification_tasks;
 mod orders_view;
 mod routes;
 
-use std::future::Future;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -202,7 +201,7 @@ impl Application {
         .start(stop_background.clone())
         .await
         .context("Failed to start the orders_view projection")?;
-        let projection = tokio::spawn(until_stopped(
+        let projection = tokio::spawn(platform::shutdown::until_stopped(
             "orders_view projection",
             projection.wait(),
             stop_http.clone(),
@@ -218,7 +217,7 @@ impl Application {
         .start(stop_background.clone())
         .await
         .context("Failed to start the export runner")?;
-        let runner = tokio::spawn(until_stopped(
+        let runner = tokio::spawn(platform::shutdown::until_stopped(
             "export runner",
             runner.wait(),
             stop_http.clone(),
@@ -234,17 +233,17 @@ impl Application {
         .start(stop_background.clone())
         .await
         .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
-        let tasks_worker = tokio::spawn(until_stopped(
+        let tasks_worker = tokio::spawn(platform::shutdown::until_stopped(
             "task worker",
             tasks_worker.wait(),
             stop_http.clone(),
         ));
-        let firing = tokio::spawn(until_stopped(
+        let firing = tokio::spawn(platform::shutdown::until_stopped(
             "task scheduler",
             Scheduler::new(pool.clone()).run(stop_background.clone()),
             stop_http.clone(),
         ));
-        let relay = tokio::spawn(until_stopped(
+        let relay = tokio::spawn(platform::shutdown::until_stopped(
             "outbox relay",
             OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
             stop_http.clone(),
@@ -272,24 +271,4 @@ impl Application {
         relayed??;
         flushed
     }
-}
-
-/// Runs background `work` that is meant to last until shutdown. If it ends before `stop` is
-/// cancelled, it failed: `stop` is cancelled, so that the whole service shuts down.
-async fn until_stopped(
-    what: &'static str,
-    work: impl Future<Output = anyhow::Result<()>>,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let result = work.await;
-    if stop.is_cancelled() {
-        return result.with_context(|| format!("The {what} failed"));
-    }
-    let error = match result {
-        Err(error) => error.context(format!("The {what} failed")),
-        Ok(()) => anyhow::anyhow!("The {what} stopped before shutdown"),
-    };
-    tracing::error!(error = format!("{error:#}"), "shutting down");
-    stop.cancel();
-    Err(error)
 }

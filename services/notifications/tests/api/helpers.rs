@@ -6,7 +6,6 @@
 //! other's tasks nor each other's dead letters.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -259,13 +258,7 @@ impl TestTask {
 /// A payload of `docs/contracts/notifications.tasks.v1/`, parsed: building the tasks from the
 /// examples proves that notifications handles what the contract documents.
 pub fn contract_example(file: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/contracts/notifications.tasks.v1")
-        .join(file);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
+    test_support::contract_example(&format!("notifications.tasks.v1/{file}"))
 }
 
 /// Publishes to one test's task queue the way producers do (see the contract): keyed by task id,

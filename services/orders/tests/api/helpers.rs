@@ -7,7 +7,6 @@
 //! events by key. Each service instance gets a consumer group prefix of its own: instances that
 //! shared a group would split the partitions, and each would see only part of the products.
 
-use std::path::Path;
 use std::time::Duration;
 
 use kafka::{
@@ -270,16 +269,7 @@ impl Product {
     }
 }
 
-/// A file of `docs/contracts/`, parsed.
-pub fn contract_example(relative: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/contracts")
-        .join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
-}
+pub use test_support::contract_example;
 
 /// Publishes to `catalog-cache.products.v1` the way catalog-cache does: keyed by product id,
 /// with the `message_type` of the event's kind and the event id as `message_id`.

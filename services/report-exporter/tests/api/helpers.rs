@@ -6,7 +6,6 @@
 //! gets a consumer group prefix of its own: instances that shared a group would split the
 //! partitions, and each would see only part of the orders.
 
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound as _, Utc};
@@ -336,16 +335,7 @@ impl Order {
     }
 }
 
-/// A file of `docs/contracts/`, parsed.
-pub fn contract_example(relative: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../docs/contracts")
-        .join(relative);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
-    serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
-}
+pub use test_support::contract_example;
 
 /// Publishes to `orders.orders.v1` the way orders does: keyed by order id, with the
 /// `message_type` of the order's new status, the event id as `message_id` and the event's
