@@ -5,8 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// A task for a task-queue topic, type-erased so that schedules of every task type fit one
 /// table. When the schedule fires, the scheduler enqueues it with
-/// `task_queue::TaskQueue::enqueue_raw_in`, so the worker of `topic` sees exactly the message a
-/// typed `enqueue_in` would have produced.
+/// `task_queue::TaskQueue::enqueue_raw_in`, or in a batch with `raw_message` and
+/// `enqueue_raw_many_in`, which record the same message: the worker of `topic` sees exactly the
+/// message a typed `enqueue_in` would have produced.
 ///
 /// The task's own `Task::task_id` is not kept: a fired task's id is derived from the schedule
 /// (see the crate documentation), which is what deduplicates a repeated fire.
