@@ -350,20 +350,12 @@ impl Jobs {
 
     /// Stops the job after the chunk in progress; [`Self::resume`] goes on from its cursor.
     pub async fn pause(&self, job_id: Uuid) -> anyhow::Result<Control> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("Failed to begin a transaction")?;
-        let control = transition(
-            &mut tx,
+        self.move_to(
             job_id,
             JobState::Paused,
             &[JobState::Pending, JobState::Running],
         )
-        .await?;
-        tx.commit().await.context("Failed to commit the pause")?;
-        Ok(control)
+        .await
     }
 
     /// Goes on with a paused job from its cursor, or retries a failed job's chunk.
@@ -422,13 +414,7 @@ impl Jobs {
 
     /// Ends the job: no further chunk starts. What earlier chunks wrote stays.
     pub async fn cancel(&self, job_id: Uuid) -> anyhow::Result<Control> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("Failed to begin a transaction")?;
-        let control = transition(
-            &mut tx,
+        self.move_to(
             job_id,
             JobState::Cancelled,
             &[
@@ -438,10 +424,25 @@ impl Jobs {
                 JobState::Failed,
             ],
         )
-        .await?;
+        .await
+    }
+
+    /// A [`transition`] in a transaction of its own.
+    async fn move_to(
+        &self,
+        job_id: Uuid,
+        to: JobState,
+        from: &[JobState],
+    ) -> anyhow::Result<Control> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("Failed to begin a transaction")?;
+        let control = transition(&mut tx, job_id, to, from).await?;
         tx.commit()
             .await
-            .context("Failed to commit the cancellation")?;
+            .with_context(|| format!("Failed to commit the move of job {job_id} to {to}"))?;
         Ok(control)
     }
 
