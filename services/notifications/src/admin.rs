@@ -10,7 +10,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use platform::config::AdminToken;
 use platform::http::{Json, Path};
 use serde::Serialize;
 use task_queue::{DeadLetter, DeadLetters};
@@ -20,20 +19,19 @@ use uuid::Uuid;
 use crate::error::ApiError;
 
 /// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
-const ADMIN_REALM: &str = "notifications-admin";
+pub const ADMIN_REALM: &str = "notifications-admin";
 
-/// The admin routes, each of which answers 401 unless the request carries
-/// `Authorization: Bearer <token>`. The schedules are the occurrences of the `daily-digest`;
+/// The admin routes; the service mounts them behind `ADMIN_TOKEN`
+/// (`platform::http::admin::mount`). The schedules are the occurrences of the `daily-digest`;
 /// cancelling the pending one stops the recurrence until the next start upserts it again.
-pub fn router(dead_letters: DeadLetters, schedules: Schedules, token: AdminToken) -> Router {
+pub fn router(dead_letters: DeadLetters, schedules: Schedules) -> Router {
     let dead_letters = Router::new()
         .route("/admin/dlq", get(list))
         .route("/admin/dlq/replay-all", post(replay_all))
         .route("/admin/dlq/{task_id}/replay", post(replay))
         .route("/admin/dlq/{task_id}", delete(drop_one))
         .with_state(Arc::new(dead_letters));
-    let routes = dead_letters.merge(task_scheduler::admin::router(schedules));
-    platform::http::admin::protect(routes, token, ADMIN_REALM)
+    dead_letters.merge(task_scheduler::admin::router(schedules))
 }
 
 /// The answer of both replay endpoints: how many dead letters went back to the queue.

@@ -64,20 +64,16 @@ impl Application {
         let producer = Producer::new(&kafka)?;
         let provider = Provider::new(&config.provider)?;
 
-        let mut api = routes::router(pool.clone());
-        match &config.admin {
-            AdminConfig::Enabled { token } => {
+        let api = platform::http::admin::mount(
+            routes::router(pool.clone()),
+            &config.admin,
+            admin::ADMIN_REALM,
+            || {
                 // Replays publish to the queue's main topic, which the worker provisions.
                 let queue = TaskQueue::new(config.tasks_topic.clone(), producer.clone());
-                let dead_letters = DeadLetters::new(pool.clone(), queue);
-                api = api.merge(admin::router(dead_letters, schedules, token.clone()));
-            }
-            AdminConfig::Disabled => {
-                tracing::info!(
-                    "ADMIN_ROUTES=false: the dead-letter and schedule admin endpoints are off"
-                );
-            }
-        }
+                admin::router(DeadLetters::new(pool.clone(), queue), schedules.clone())
+            },
+        );
         let health = Health::new()
             .with(PostgresCheck(pool.clone()))
             .with(BrokerCheck::new(&producer));

@@ -118,22 +118,11 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        let mut api = routes::router(state);
-        match &config.admin {
-            AdminConfig::Enabled { token } => {
-                // `GET /admin/schedules` (the nightly export's next occurrence) and
-                // `DELETE /admin/schedules/{id}`, behind the bearer token as in orders.
-                let schedules = task_scheduler::admin::router(Schedules::new(pool.clone()));
-                api = api.merge(platform::http::admin::protect(
-                    schedules,
-                    token.clone(),
-                    ADMIN_REALM,
-                ));
-            }
-            AdminConfig::Disabled => {
-                tracing::info!("ADMIN_ROUTES=false: the schedule admin endpoints are off");
-            }
-        }
+        // `GET /admin/schedules` and `DELETE /admin/schedules/{id}`, behind the bearer token.
+        let api =
+            platform::http::admin::mount(routes::router(state), &config.admin, ADMIN_REALM, || {
+                task_scheduler::admin::router(Schedules::new(pool.clone()))
+            });
         let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await

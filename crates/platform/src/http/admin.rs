@@ -13,7 +13,28 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
 use super::Problem;
-use crate::config::AdminToken;
+use crate::config::{AdminConfig, AdminToken};
+
+/// Merges the admin routes `routes()` builds into `api`, behind the token ([`protect`]), when
+/// `ADMIN_ROUTES` enables them; with `ADMIN_ROUTES=false` they do not exist (404) and are not
+/// even built.
+pub fn mount<S>(
+    api: Router<S>,
+    admin: &AdminConfig,
+    realm: &str,
+    routes: impl FnOnce() -> Router<S>,
+) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    match admin {
+        AdminConfig::Enabled { token } => api.merge(protect(routes(), token.clone(), realm)),
+        AdminConfig::Disabled => {
+            tracing::info!(realm, "ADMIN_ROUTES=false: the admin endpoints are off");
+            api
+        }
+    }
+}
 
 /// Puts every route of `routes` behind `token`: a request without `Authorization: Bearer
 /// <token>` gets a 401 `application/problem+json` with `WWW-Authenticate: Bearer
