@@ -63,6 +63,17 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// `variable` holds `value`, which cannot be used because of `reason`.
+    pub fn invalid(variable: &str, value: &str, reason: &str) -> Self {
+        Self::Invalid {
+            variable: variable.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
 /// A snapshot of environment variables.
 ///
 /// An empty value counts as unset, so `FOO=` in a `.env` file or a compose file falls back to the
@@ -134,6 +145,19 @@ impl Env {
     /// when it is unset.
     pub fn duration_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         self.parse_with(name, default, parse_duration)
+    }
+
+    /// [`Self::duration_or`] for a timeout or an interval: zero is refused, naming `name`.
+    pub fn positive_duration_or(
+        &self,
+        name: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let duration = self.duration_or(name, default)?;
+        if duration.is_zero() {
+            return Err(ConfigError::invalid(name, "0", "must be longer than zero"));
+        }
+        Ok(duration)
     }
 
     fn parse_with<T>(

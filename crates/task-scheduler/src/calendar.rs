@@ -5,6 +5,21 @@
 use anyhow::Context as _;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use chrono_tz::Tz;
+use platform::config::{ConfigError, Env};
+
+/// The IANA time zone `variable` names (`default` when unset), checked at start: a recurring
+/// schedule's zone, by name, as the scheduler stores it.
+pub fn timezone_from_env(env: &Env, variable: &str, default: &str) -> Result<String, ConfigError> {
+    let timezone = env.string_or(variable, default);
+    match timezone.parse::<Tz>() {
+        Ok(_) => Ok(timezone),
+        Err(error) => Err(ConfigError::invalid(
+            variable,
+            &timezone,
+            &format!("{error}; use an IANA name such as UTC or Europe/Berlin"),
+        )),
+    }
+}
 
 /// The calendar day before `now`'s, in `timezone`.
 pub fn yesterday(now: DateTime<Utc>, timezone: Tz) -> NaiveDate {

@@ -3,6 +3,7 @@ use std::time::Duration;
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env, parse_duration};
 use reqwest::Url;
+use task_scheduler::calendar::timezone_from_env;
 
 pub const SERVICE_NAME: &str = "notifications";
 
@@ -75,14 +76,7 @@ pub struct DigestConfig {
 
 impl DigestConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let timezone = env.string_or("DIGEST_TIMEZONE", DEFAULT_DIGEST_TIMEZONE);
-        if let Err(error) = timezone.parse::<chrono_tz::Tz>() {
-            return Err(invalid(
-                "DIGEST_TIMEZONE",
-                &timezone,
-                &format!("{error}; use an IANA name such as UTC or Europe/Berlin"),
-            ));
-        }
+        let timezone = timezone_from_env(env, "DIGEST_TIMEZONE", DEFAULT_DIGEST_TIMEZONE)?;
         Ok(Self {
             cron: env.string_or("DIGEST_CRON", DEFAULT_DIGEST_CRON),
             timezone,
@@ -112,7 +106,7 @@ impl ProviderConfig {
                 url: webhook_url(env)?,
                 timeout: webhook_timeout(env)?,
             }),
-            other => Err(invalid(
+            other => Err(ConfigError::invalid(
                 "NOTIFY_PROVIDER",
                 other,
                 "use log (only log notifications) or webhook (POST them to NOTIFY_WEBHOOK_URL)",
@@ -131,7 +125,7 @@ fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
         .map(parse_duration)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|reason| {
-            invalid(
+            ConfigError::invalid(
                 "NOTIFY_RETRY_DELAYS",
                 &value,
                 &format!("{reason}; write one duration per retry level, e.g. 1s,10s,60s"),
@@ -141,18 +135,18 @@ fn retry_delays(env: &Env) -> Result<Vec<Duration>, ConfigError> {
 
 fn webhook_url(env: &Env) -> Result<Url, ConfigError> {
     let value = env.get("NOTIFY_WEBHOOK_URL").ok_or_else(|| {
-        invalid(
+        ConfigError::invalid(
             "NOTIFY_WEBHOOK_URL",
             "",
             "required with NOTIFY_PROVIDER=webhook: the URL notifications are POSTed to",
         )
     })?;
     let url = Url::parse(&value)
-        .map_err(|error| invalid("NOTIFY_WEBHOOK_URL", &value, &error.to_string()))?;
+        .map_err(|error| ConfigError::invalid("NOTIFY_WEBHOOK_URL", &value, &error.to_string()))?;
     // The workspace builds reqwest without TLS (see the root Cargo.toml): the provider must be
     // reachable over plain HTTP, e.g. a mail gateway on the private network.
     if url.scheme() != "http" {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             "NOTIFY_WEBHOOK_URL",
             url.as_str(),
             "an http:// URL is required (the service is built without TLS)",
@@ -162,23 +156,7 @@ fn webhook_url(env: &Env) -> Result<Url, ConfigError> {
 }
 
 fn webhook_timeout(env: &Env) -> Result<Duration, ConfigError> {
-    let timeout = env.duration_or("NOTIFY_WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT)?;
-    if timeout.is_zero() {
-        return Err(invalid(
-            "NOTIFY_WEBHOOK_TIMEOUT",
-            "0",
-            "must be longer than zero, or every call fails",
-        ));
-    }
-    Ok(timeout)
-}
-
-fn invalid(variable: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        variable: variable.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
+    env.positive_duration_or("NOTIFY_WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT)
 }
 
 #[cfg(test)]

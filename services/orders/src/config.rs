@@ -54,7 +54,7 @@ impl Config {
 fn payment_timeout(env: &Env) -> Result<Duration, ConfigError> {
     let timeout = env.duration_or("PAYMENT_TIMEOUT", DEFAULT_PAYMENT_TIMEOUT)?;
     if timeout.is_zero() {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             "PAYMENT_TIMEOUT",
             "0",
             "must be longer than zero, or every order is cancelled as it is placed",
@@ -86,7 +86,7 @@ impl CatalogLookup {
                 url: catalog_url(env)?,
                 timeout: catalog_timeout(env)?,
             }),
-            other => Err(invalid(
+            other => Err(ConfigError::invalid(
                 "CATALOG_LOOKUP",
                 other,
                 "use local (the read model) or sync (the benchmark baseline)",
@@ -100,7 +100,7 @@ fn catalog_url(env: &Env) -> Result<Url, ConfigError> {
     let url: Url = env.parse_or("CATALOG_URL", default)?;
     // The workspace builds reqwest without TLS: the services talk on a private network.
     if url.scheme() != "http" {
-        return Err(invalid(
+        return Err(ConfigError::invalid(
             "CATALOG_URL",
             url.as_str(),
             "an http:// URL is required",
@@ -110,23 +110,7 @@ fn catalog_url(env: &Env) -> Result<Url, ConfigError> {
 }
 
 fn catalog_timeout(env: &Env) -> Result<Duration, ConfigError> {
-    let timeout = env.duration_or("CATALOG_TIMEOUT", DEFAULT_CATALOG_TIMEOUT)?;
-    if timeout.is_zero() {
-        return Err(invalid(
-            "CATALOG_TIMEOUT",
-            "0",
-            "must be longer than zero, or every call fails",
-        ));
-    }
-    Ok(timeout)
-}
-
-fn invalid(variable: &str, value: &str, reason: &str) -> ConfigError {
-    ConfigError::Invalid {
-        variable: variable.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    }
+    env.positive_duration_or("CATALOG_TIMEOUT", DEFAULT_CATALOG_TIMEOUT)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env};
+use task_scheduler::calendar::timezone_from_env;
 
 pub const SERVICE_NAME: &str = "report-exporter";
 
@@ -77,14 +78,7 @@ impl Config {
 
 impl NightlyConfig {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let timezone = env.string_or("NIGHTLY_EXPORT_TIMEZONE", DEFAULT_NIGHTLY_TIMEZONE);
-        if let Err(error) = timezone.parse::<chrono_tz::Tz>() {
-            return Err(ConfigError::Invalid {
-                variable: "NIGHTLY_EXPORT_TIMEZONE".to_owned(),
-                value: timezone,
-                reason: format!("{error}; use an IANA name such as UTC or Europe/Berlin"),
-            });
-        }
+        let timezone = timezone_from_env(env, "NIGHTLY_EXPORT_TIMEZONE", DEFAULT_NIGHTLY_TIMEZONE)?;
         Ok(Self {
             cron: env.string_or("NIGHTLY_EXPORT_CRON", DEFAULT_NIGHTLY_CRON),
             timezone,
