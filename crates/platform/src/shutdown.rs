@@ -28,11 +28,63 @@ pub fn on_signal(token: CancellationToken) {
     });
 }
 
+/// A service's background work (consumers, a relay, a scheduler), meant to last until shutdown.
+///
+/// Each piece runs in a task of its own through [`until_stopped`]: if one ends before shutdown,
+/// it failed, and `on_failure` is cancelled so that the whole service stops and reports it.
+/// [`Background::join`] waits for all of them after the caller told them to stop.
+#[derive(Debug)]
+pub struct Background {
+    on_failure: CancellationToken,
+    tasks: Vec<(&'static str, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Background {
+    /// `on_failure` is cancelled when a piece ends early: the service's HTTP server, typically,
+    /// after which the service stops the rest.
+    pub fn new(on_failure: CancellationToken) -> Self {
+        Self {
+            on_failure,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Runs `work`, named `what` in errors and logs.
+    pub fn spawn(
+        &mut self,
+        what: &'static str,
+        work: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let task = tokio::spawn(until_stopped(what, work, self.on_failure.clone()));
+        self.tasks.push((what, task));
+    }
+
+    /// Waits for every piece, in the order they were spawned, and returns the first error; the
+    /// others are logged.
+    pub async fn join(self) -> anyhow::Result<()> {
+        let mut first = None;
+        for (what, task) in self.tasks {
+            let result = task
+                .await
+                .with_context(|| format!("The {what} panicked"))
+                .and_then(|result| result);
+            if let Err(error) = result {
+                if first.is_none() {
+                    first = Some(error);
+                } else {
+                    tracing::error!(error = format!("{error:#}"), "{what} failed too");
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
 /// Runs background `work` that is meant to last until shutdown (a consumer, a relay, a
 /// scheduler). If it ends before `stop` is cancelled, it failed, even with `Ok`: `stop` is
 /// cancelled, so that the whole service shuts down and reports it, rather than go on serving
 /// with a part that no longer works. `what` names it in the error.
-pub async fn until_stopped(
+async fn until_stopped(
     what: &'static str,
     work: impl Future<Output = anyhow::Result<()>>,
     stop: CancellationToken,

@@ -17,6 +17,7 @@ use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
+use platform::shutdown::Background;
 use sqlx::PgPool;
 use task_queue::{DeadLetters, TaskQueue};
 use task_scheduler::{MisfirePolicy, OverlapPolicy, Scheduler, Schedules, TaskTemplate};
@@ -125,43 +126,34 @@ impl Application {
         } = self;
         let stop_http = shutdown.child_token();
         let stop_background = CancellationToken::new();
+        let mut background = Background::new(stop_http.clone());
 
         // Provisions the queue's topics (main, retry levels, dead letters) before it consumes.
         let running = worker::worker(pool.clone(), &kafka, &config, provider)
             .start(stop_background.clone())
             .await
             .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
-        let worker_task = tokio::spawn(platform::shutdown::until_stopped(
-            "task worker",
-            running.wait(),
-            stop_http.clone(),
-        ));
+        background.spawn("task worker", running.wait());
 
-        let scheduler_task = tokio::spawn(platform::shutdown::until_stopped(
+        background.spawn(
             "task scheduler",
             Scheduler::new(pool.clone()).run(stop_background.clone()),
-            stop_http.clone(),
-        ));
-        let relay = tokio::spawn(platform::shutdown::until_stopped(
+        );
+        background.spawn(
             "outbox relay",
             OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
-            stop_http.clone(),
-        ));
+        );
 
         let served = platform::http::serve(listener, router, stop_http).await;
 
         stop_background.cancel();
-        let worker_result = worker_task.await.context("The task worker panicked");
-        let scheduler_result = scheduler_task.await.context("The task scheduler panicked");
-        let relayed = relay.await.context("The outbox relay task panicked");
+        let stopped = background.join().await;
         let flushed = producer.flush(config.common.shutdown_timeout).await;
         pool.close().await;
         tracing::info!("{SERVICE_NAME} stopped");
 
         served?;
-        worker_result??;
-        scheduler_result??;
-        relayed??;
+        stopped?;
         flushed
     }
 }

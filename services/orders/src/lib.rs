@@ -17,6 +17,7 @@ use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
+use platform::shutdown::Background;
 use sqlx::PgPool;
 use task_queue::{RetryLevels, TaskQueue};
 use task_scheduler::{Scheduler, Schedules};
@@ -150,6 +151,7 @@ impl Application {
         // the relay's last pass; what the relay leaves is published after the next start.
         let stop_http = shutdown.child_token();
         let stop_background = CancellationToken::new();
+        let mut background = Background::new(stop_http.clone());
 
         let projection = Projector::new(
             pool.clone(),
@@ -161,11 +163,7 @@ impl Application {
         .start(stop_background.clone())
         .await
         .context("Failed to start the catalog_products projection")?;
-        let projection = tokio::spawn(platform::shutdown::until_stopped(
-            "catalog_products projection",
-            projection.wait(),
-            stop_http.clone(),
-        ));
+        background.spawn("catalog_products projection", projection.wait());
         // Provisions orders' task queue (main, retry and dead-letter topics) before it consumes.
         let tasks_worker = order_tasks::worker(
             pool.clone(),
@@ -177,40 +175,26 @@ impl Application {
         .start(stop_background.clone())
         .await
         .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
-        let tasks_worker = tokio::spawn(platform::shutdown::until_stopped(
-            "task worker",
-            tasks_worker.wait(),
-            stop_http.clone(),
-        ));
-        let firing = tokio::spawn(platform::shutdown::until_stopped(
+        background.spawn("task worker", tasks_worker.wait());
+        background.spawn(
             "task scheduler",
             Scheduler::new(pool.clone()).run(stop_background.clone()),
-            stop_http.clone(),
-        ));
-        let relay = tokio::spawn(platform::shutdown::until_stopped(
+        );
+        background.spawn(
             "outbox relay",
             OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
-            stop_http.clone(),
-        ));
+        );
 
         let served = platform::http::serve(listener, router, stop_http).await;
 
         stop_background.cancel();
-        let projected = projection
-            .await
-            .context("The catalog_products projection task panicked");
-        let worked = tasks_worker.await.context("The task worker panicked");
-        let fired = firing.await.context("The task scheduler panicked");
-        let relayed = relay.await.context("The outbox relay task panicked");
+        let stopped = background.join().await;
         let flushed = producer.flush(config.common.shutdown_timeout).await;
         pool.close().await;
         tracing::info!("{SERVICE_NAME} stopped");
 
         served?;
-        projected??;
-        worked??;
-        fired??;
-        relayed??;
+        stopped?;
         flushed
     }
 }

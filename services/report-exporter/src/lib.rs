@@ -18,6 +18,7 @@ use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
+use platform::shutdown::Background;
 use sqlx::PgPool;
 use task_queue::{RetryLevels, TaskQueue};
 use task_scheduler::{Scheduler, Schedules};
@@ -177,6 +178,7 @@ impl Application {
         // start.
         let stop_http = shutdown.child_token();
         let stop_background = CancellationToken::new();
+        let mut background = Background::new(stop_http.clone());
 
         // Provisions orders.orders.v1 as the contract allows, so that report-exporter may start
         // before orders ever ran.
@@ -190,11 +192,7 @@ impl Application {
         .start(stop_background.clone())
         .await
         .context("Failed to start the orders_view projection")?;
-        let projection = tokio::spawn(platform::shutdown::until_stopped(
-            "orders_view projection",
-            projection.wait(),
-            stop_http.clone(),
-        ));
+        background.spawn("orders_view projection", projection.wait());
         // Every replica runs steps of every export: the steps spread over them by partition.
         let runner = JobRunner::new(
             pool.clone(),
@@ -206,11 +204,7 @@ impl Application {
         .start(stop_background.clone())
         .await
         .context("Failed to start the export runner")?;
-        let runner = tokio::spawn(platform::shutdown::until_stopped(
-            "export runner",
-            runner.wait(),
-            stop_http.clone(),
-        ));
+        background.spawn("export runner", runner.wait());
         // Provisions the service's task queue (main, retry and dead-letter topics).
         let tasks_worker = nightly::worker(
             pool.clone(),
@@ -222,42 +216,26 @@ impl Application {
         .start(stop_background.clone())
         .await
         .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
-        let tasks_worker = tokio::spawn(platform::shutdown::until_stopped(
-            "task worker",
-            tasks_worker.wait(),
-            stop_http.clone(),
-        ));
-        let firing = tokio::spawn(platform::shutdown::until_stopped(
+        background.spawn("task worker", tasks_worker.wait());
+        background.spawn(
             "task scheduler",
             Scheduler::new(pool.clone()).run(stop_background.clone()),
-            stop_http.clone(),
-        ));
-        let relay = tokio::spawn(platform::shutdown::until_stopped(
+        );
+        background.spawn(
             "outbox relay",
             OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
-            stop_http.clone(),
-        ));
+        );
 
         let served = platform::http::serve(listener, router, stop_http).await;
 
         stop_background.cancel();
-        let projected = projection
-            .await
-            .context("The orders_view projection task panicked");
-        let ran = runner.await.context("The export runner panicked");
-        let worked = tasks_worker.await.context("The task worker panicked");
-        let fired = firing.await.context("The task scheduler panicked");
-        let relayed = relay.await.context("The outbox relay task panicked");
+        let stopped = background.join().await;
         let flushed = producer.flush(config.common.shutdown_timeout).await;
         pool.close().await;
         tracing::info!("{SERVICE_NAME} stopped");
 
         served?;
-        projected??;
-        ran??;
-        worked??;
-        fired??;
-        relayed??;
+        stopped?;
         flushed
     }
 }
