@@ -16,3 +16,15 @@ pub fn contract_example(relative: &str) -> Value {
     serde_json::from_str(&text)
         .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
 }
+
+/// An example event envelope of `docs/contracts/` (e.g. `orders.orders.v1/order-paid.json`),
+/// made about `entity_id` at `revision`, with a new event id and the current time: a test's own
+/// event that still has exactly the contract's shape. The caller fills in the entity's fields.
+pub fn contract_event(relative: &str, entity_id: &str, revision: i64) -> Value {
+    let mut event = contract_example(relative);
+    event["event_id"] = Value::from(uuid::Uuid::now_v7().to_string());
+    event["entity_id"] = Value::from(entity_id);
+    event["revision"] = Value::from(revision);
+    event["occurred_at"] = serde_json::to_value(chrono::Utc::now()).expect("a time is JSON");
+    event
+}

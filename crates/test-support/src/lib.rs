@@ -9,7 +9,7 @@ mod eventually;
 mod names;
 
 pub use app::{TestApp, service_env};
-pub use contracts::contract_example;
+pub use contracts::{contract_event, contract_example};
 pub use database::TestDatabase;
 pub use discovery::{kafka_bootstrap_servers, postgres_server_url};
 pub use eventually::{eventually, eventually_ok};

@@ -250,11 +250,11 @@ impl Product {
     /// The contract's example message, about this product: building the events from the
     /// examples proves that orders reads what the contract documents.
     fn event(&self, example: &str, revision: i64) -> Value {
-        let mut event = contract_example(&format!("catalog-cache.products.v1/{example}"));
-        event["event_id"] = json!(Uuid::now_v7());
-        event["entity_id"] = json!(self.id);
-        event["revision"] = json!(revision);
-        event["occurred_at"] = json!(chrono::Utc::now());
+        let mut event = test_support::contract_event(
+            &format!("catalog-cache.products.v1/{example}"),
+            &self.id,
+            revision,
+        );
         let payload = &mut event["payload"];
         if let Some(entity) = payload.get_mut("entity") {
             entity["product_id"] = json!(self.id);

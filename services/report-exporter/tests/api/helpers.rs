@@ -288,11 +288,11 @@ impl Order {
     /// The contract's example message, about this order: building the events from the examples
     /// proves that report-exporter reads what the contract documents.
     fn event(&self, example: &str, revision: i64) -> Value {
-        let mut event = contract_example(&format!("orders.orders.v1/{example}"));
-        event["event_id"] = json!(Uuid::now_v7());
-        event["entity_id"] = json!(self.id);
-        event["revision"] = json!(revision);
-        event["occurred_at"] = json!(Utc::now());
+        let mut event = test_support::contract_event(
+            &format!("orders.orders.v1/{example}"),
+            &self.id.to_string(),
+            revision,
+        );
         let entity = &mut event["payload"]["entity"];
         entity["order_id"] = json!(self.id);
         entity["customer_id"] = json!(self.customer_id);
@@ -334,8 +334,6 @@ impl Order {
         }
     }
 }
-
-pub use test_support::contract_example;
 
 /// Publishes to `orders.orders.v1` the way orders does: keyed by order id, with the
 /// `message_type` of the order's new status, the event id as `message_id` and the event's
