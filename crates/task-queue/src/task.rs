@@ -134,4 +134,40 @@ pub struct TaskOptions {
     /// At most this many tasks of the type start per second, with bursts of up to one
     /// second's worth. `None`: no limit.
     pub rate_limit_per_sec: Option<f64>,
+    /// Run tasks of the type that are ready at the same time in one transaction (see
+    /// [`Batching`]). `None`: one transaction per task.
+    pub batch: Option<Batching>,
+}
+
+/// Group commit for one task type: tasks that are ready at the same time run one after the
+/// other in one database transaction, which records all their executions and commits once.
+/// The cost of a transaction (its round trips, its commit's WAL flush) is then paid per batch
+/// instead of per task. A batch does not wait to fill up: it takes what queued up while the
+/// previous batches ran, so under light load a batch is a single task.
+///
+/// Opt in for handlers whose work is in the database, or quick and idempotent:
+/// - the handlers of a batch run one after the other on one connection: a handler that waits
+///   on the network holds up the batch (at most `transactions` of them run at once);
+/// - a failing handler rolls back the whole transaction: its task fails as it would alone, and
+///   the others run again in a new transaction without it, so a handler may run more than
+///   once for one delivery of its task (which at-least-once delivery asks of it anyway);
+/// - what a handler locks stays locked until the batch commits.
+///
+/// `concurrency` and `rate_limit_per_sec` still count tasks: with `concurrency: Some(8)`, a
+/// batch holds at most 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// At most this many tasks in one transaction.
+    pub max_tasks: usize,
+    /// At most this many batch transactions at once, each on a connection of its own.
+    pub transactions: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_tasks: 100,
+            transactions: 4,
+        }
+    }
 }

@@ -3,24 +3,21 @@
 //! dead-letter topic.
 
 use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use futures::FutureExt as _;
 use kafka::{Handler, HandlerError, Message, MessageHeaders, Producer};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::ErasedHandler;
-use super::limits::{Limits, Stopping};
+use super::execution::{Registered, Run, run_alone};
+use super::limits::Stopping;
 use crate::queue::{dlq_topic, retry_topic};
 use crate::wire::{Envelope, FailedTask, id_for_coordinates};
-use crate::{RetryLevels, TaskContext, TaskError};
+use crate::{RetryLevels, TaskError};
 
 /// The `task` label of messages whose type no handler is registered for. Not their
 /// `message_type`: whatever arrives on the topic must not create metric series at will.
@@ -42,61 +39,6 @@ pub(super) struct Shared {
     pub(super) stop: CancellationToken,
 }
 
-/// A task type as the worker runs it: its handler, its limits (shared by all levels) and its
-/// metric handles, registered once rather than per message.
-pub(super) struct Registered {
-    name: &'static str,
-    handler: Box<dyn ErasedHandler>,
-    limits: Limits,
-    metrics: TaskMetrics,
-}
-
-impl Registered {
-    pub(super) fn new(
-        name: &'static str,
-        handler: Box<dyn ErasedHandler>,
-        limits: Limits,
-        retry_levels: usize,
-    ) -> Self {
-        Self {
-            name,
-            handler,
-            limits,
-            metrics: TaskMetrics::new(name, retry_levels),
-        }
-    }
-}
-
-struct TaskMetrics {
-    succeeded: metrics::Counter,
-    deduplicated: metrics::Counter,
-    dead_lettered: metrics::Counter,
-    /// Indexed by retry level − 1.
-    retried: Vec<metrics::Counter>,
-    in_flight: metrics::Gauge,
-    age_at_start: metrics::Histogram,
-    handler_duration: metrics::Histogram,
-}
-
-impl TaskMetrics {
-    fn new(task: &'static str, retry_levels: usize) -> Self {
-        let labels = [("task", task)];
-        Self {
-            succeeded: metrics::counter!("tasks_succeeded_total", &labels),
-            deduplicated: metrics::counter!("tasks_deduplicated_total", &labels),
-            dead_lettered: metrics::counter!("tasks_dead_lettered_total", &labels),
-            retried: (1..=retry_levels)
-                .map(|level| {
-                    metrics::counter!("tasks_retried_total", "task" => task, "level" => level.to_string())
-                })
-                .collect(),
-            in_flight: metrics::gauge!("tasks_in_flight", &labels),
-            age_at_start: metrics::histogram!("task_age_at_start_seconds", &labels),
-            handler_duration: metrics::histogram!("task_handler_duration_seconds", &labels),
-        }
-    }
-}
-
 /// Counts a running task in the `tasks_in_flight` gauge until dropped, however the run ends.
 struct InFlight<'a>(&'a metrics::Gauge);
 
@@ -111,15 +53,6 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
-}
-
-/// How one run of a task ended.
-enum Run {
-    Succeeded,
-    /// The execution was recorded before: the effect exists, the handler did not run.
-    AlreadyDone,
-    /// The handler failed; everything it wrote was rolled back.
-    Failed(TaskError),
 }
 
 /// The consumer handler of one level: 0 is the main topic, `n` is `<topic>.retry.<n>`.
@@ -204,8 +137,8 @@ impl LevelHandler {
         }
     }
 
-    /// One run: wait for the limits, then in one transaction record the execution and run the
-    /// handler. Success commits both; failure rolls back both.
+    /// One run: wait for the limits, then record the execution and run the handler in one
+    /// transaction, the task's own or its batch's. Success commits both; failure rolls back both.
     async fn run(
         &self,
         task: &Registered,
@@ -224,63 +157,10 @@ impl LevelHandler {
             let age = (Utc::now() - enqueued_at).to_std().unwrap_or_default();
             task.metrics.age_at_start.record(age.as_secs_f64());
         }
-
-        let mut tx = self
-            .shared
-            .pool
-            .begin()
-            .await
-            .context("Failed to begin the task transaction")?;
-        match claim(&mut tx, task_id, task.name, attempt).await? {
-            Claim::Claimed => {}
-            Claim::AlreadyDone => {
-                // Nothing was written: the transaction ends with `tx`.
-                tracing::info!("task was done before; not running it again");
-                task.metrics.deduplicated.increment(1);
-                return Ok(Run::AlreadyDone);
-            }
-            Claim::TakenBy(other) => {
-                return Ok(Run::Failed(TaskError::permanent(anyhow::anyhow!(
-                    "task id {task_id} was already used by a `{other}` task"
-                ))));
-            }
-        }
-
-        let started = Instant::now();
-        let mut ctx = TaskContext {
-            task_id,
-            attempt,
-            conn: &mut tx,
-        };
-        // A panicking handler is a failed run like any other: caught here, its transaction rolls
-        // back and the task moves on, instead of leaving its partition stuck behind it.
-        let result = AssertUnwindSafe(task.handler.handle(payload, &mut ctx))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(TaskError::permanent(panicked(&*panic))));
-        task.metrics
-            .handler_duration
-            .record(started.elapsed().as_secs_f64());
-
-        match result {
-            Ok(()) => {
-                complete(&mut tx, task_id).await?;
-                tx.commit()
-                    .await
-                    .context("Failed to commit the task transaction")?;
-                task.metrics.succeeded.increment(1);
-                tracing::debug!("task succeeded");
-                Ok(Run::Succeeded)
-            }
-            Err(error) => {
-                // Undo what the handler wrote, the execution record included, so that the next
-                // attempt runs. A rollback that fails is no worse: the transaction ends with
-                // its connection either way.
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::warn!(error = %rollback, "failed to roll back a failed task");
-                }
-                Ok(Run::Failed(error))
-            }
+        let pool = &self.shared.pool;
+        match &task.batcher {
+            Some(batcher) => batcher.run(pool, task, task_id, attempt, payload).await,
+            None => run_alone(pool, task, task_id, attempt, payload).await,
         }
     }
 
@@ -414,70 +294,6 @@ fn blocking_backoff(attempt: u32) -> Duration {
         .min(MAX_BLOCKING_BACKOFF)
 }
 
-fn panicked(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|text| (*text).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic payload".to_owned());
-    anyhow::anyhow!("the task handler panicked: {text}")
-}
-
-enum Claim {
-    /// This run owns the execution; it commits or rolls back with the handler's writes.
-    Claimed,
-    AlreadyDone,
-    /// The id belongs to an execution of another task type.
-    TakenBy(String),
-}
-
-/// Records the execution, or finds it recorded before. A concurrent run of the same task id
-/// (a duplicate on another partition) blocks on the primary key until this transaction ends,
-/// then finds the row, or claims it if this one rolled back.
-async fn claim(
-    conn: &mut PgConnection,
-    task_id: Uuid,
-    task_name: &str,
-    attempt: u32,
-) -> Result<Claim, HandlerError> {
-    let claimed = sqlx::query_scalar::<_, Uuid>(
-        "INSERT INTO task_executions (task_id, task_name, attempts) VALUES ($1, $2, $3)
-         ON CONFLICT (task_id) DO NOTHING
-         RETURNING task_id",
-    )
-    .bind(task_id)
-    .bind(task_name)
-    .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-    .fetch_optional(&mut *conn)
-    .await
-    .context("Failed to record the task execution")?;
-    if claimed.is_some() {
-        return Ok(Claim::Claimed);
-    }
-    // A second statement sees rows committed after the insert's snapshot, such as the one the
-    // insert waited for.
-    let recorded: String =
-        sqlx::query_scalar("SELECT task_name FROM task_executions WHERE task_id = $1")
-            .bind(task_id)
-            .fetch_one(&mut *conn)
-            .await
-            .context("Failed to read the recorded task execution")?;
-    Ok(if recorded == task_name {
-        Claim::AlreadyDone
-    } else {
-        Claim::TakenBy(recorded)
-    })
-}
-
-async fn complete(conn: &mut PgConnection, task_id: Uuid) -> Result<(), HandlerError> {
-    sqlx::query("UPDATE task_executions SET completed_at = clock_timestamp() WHERE task_id = $1")
-        .bind(task_id)
-        .execute(conn)
-        .await
-        .context("Failed to mark the task execution completed")?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,21 +305,5 @@ mod tests {
         assert_eq!(blocking_backoff(6), Duration::from_millis(3200));
         assert_eq!(blocking_backoff(7), Duration::from_secs(5));
         assert_eq!(blocking_backoff(u32::MAX), Duration::from_secs(5));
-    }
-
-    #[test]
-    fn panic_payloads_become_errors() {
-        assert_eq!(
-            panicked(&"boom").to_string(),
-            "the task handler panicked: boom"
-        );
-        assert_eq!(
-            panicked(&String::from("bang")).to_string(),
-            "the task handler panicked: bang"
-        );
-        assert_eq!(
-            panicked(&42).to_string(),
-            "the task handler panicked: a non-text panic payload"
-        );
     }
 }

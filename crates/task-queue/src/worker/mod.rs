@@ -1,6 +1,8 @@
 //! The consuming side: [`Worker`] runs the registered handlers on the main topic and the retry
 //! topics, and indexes the dead-letter topic.
 
+mod batch;
+mod execution;
 mod level;
 mod limits;
 
@@ -21,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letters::DeadLetterIndex;
 use crate::queue::queue_topics;
 use crate::{RetryLevels, Task, TaskContext, TaskError, TaskHandler, TaskOptions};
+use batch::Batcher;
+use execution::Registered;
 use level::{LevelHandler, Shared};
 use limits::Limits;
 
@@ -50,7 +54,7 @@ const UNDECIDED_RETRY: RetryPolicy = RetryPolicy {
 /// task_queue::migrate(&pool).await?;
 /// let worker = Worker::new(pool, &kafka, "notifications", "notifications.tasks")
 ///     .retry(RetryLevels::default())
-///     .register(Mailer, TaskOptions { concurrency: Some(8), rate_limit_per_sec: Some(50.0) })
+///     .register(Mailer, TaskOptions { concurrency: Some(8), rate_limit_per_sec: Some(50.0), ..TaskOptions::default() })
 ///     .start(shutdown)
 ///     .await?;
 /// worker.wait().await?; // after shutdown, or with the error that stopped it
@@ -141,12 +145,17 @@ impl Worker {
         );
         let mut tasks = HashMap::new();
         for (name, registration) in self.tasks {
-            let limits = Limits::new(registration.options)
-                .with_context(|| format!("invalid options for task type `{name}`"))?;
-            tasks.insert(
-                name,
-                level::Registered::new(name, registration.handler, limits, self.retry.delays.len()),
-            );
+            let options = registration.options;
+            let invalid = || format!("invalid options for task type `{name}`");
+            let limits = Limits::new(options).with_context(invalid)?;
+            let batcher = options
+                .batch
+                .map(Batcher::new)
+                .transpose()
+                .with_context(invalid)?;
+            let retry_levels = self.retry.delays.len();
+            let task = Registered::new(name, registration.handler, limits, batcher, retry_levels);
+            tasks.insert(name, task);
         }
 
         let producer = Producer::new(&self.kafka)?;

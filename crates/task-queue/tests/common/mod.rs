@@ -77,6 +77,9 @@ pub enum Then {
     Fail(TaskError),
     /// Never finishes: for killing a worker mid-task.
     Hang,
+    /// Swallows a database error, which leaves the transaction aborted, and reports success:
+    /// a buggy handler whose commit fails.
+    BreakTransaction,
 }
 
 /// One run of the handler.
@@ -156,6 +159,13 @@ impl TaskHandler<Job> for Scripted {
                 Then::Succeed => Ok(()),
                 Then::Fail(error) => Err(error),
                 Then::Hang => std::future::pending().await,
+                Then::BreakTransaction => {
+                    let failed = sqlx::query("SELECT * FROM no_such_table")
+                        .execute(&mut *ctx.conn)
+                        .await;
+                    assert!(failed.is_err(), "the statement is meant to fail");
+                    Ok(())
+                }
             }
         }
         .await;
