@@ -1,8 +1,8 @@
 //! The `task-queue` scenario, in two parts:
 //!
-//! 1. [`throughput`]: no-op tasks per second end to end, asyncron's task queue (Kafka, and a
-//!    PostgreSQL transaction per task that records its execution) against apalis with its
-//!    PostgreSQL storage, each in a fresh database on the same server.
+//! 1. [`throughput`]: no-op tasks per second end to end, asyncron's task queue (Kafka, and
+//!    PostgreSQL transactions that record each execution: batched, and one per task) against
+//!    apalis with its PostgreSQL storage, each in a fresh database on the same server.
 //! 2. [`offload`]: `POST /orders` latency with the order confirmation offloaded to
 //!    notifications' task queue (the real orders service) against sending it inline to a
 //!    provider that takes 100 ms (a handler in the bench that does the same work synchronously).
@@ -115,8 +115,10 @@ impl Setup {
 /// work, all dropped at the end.
 #[derive(Debug)]
 struct Databases {
-    /// asyncron's worker: `task_executions`.
-    asyncron: String,
+    /// asyncron's worker with batching: `task_executions`.
+    asyncron_batched: String,
+    /// asyncron's worker with one transaction per task.
+    asyncron_unbatched: String,
     /// apalis' storage: the `apalis` schema.
     apalis: String,
     catalog: String,
@@ -129,7 +131,8 @@ struct Databases {
 impl Databases {
     fn new(run_id: &str) -> Self {
         Self {
-            asyncron: format!("bench_tq_asyncron_{run_id}"),
+            asyncron_batched: format!("bench_tq_batched_{run_id}"),
+            asyncron_unbatched: format!("bench_tq_unbatched_{run_id}"),
             apalis: format!("bench_tq_apalis_{run_id}"),
             catalog: format!("bench_tq_catalog_{run_id}"),
             orders: format!("bench_tq_orders_{run_id}"),
@@ -138,9 +141,10 @@ impl Databases {
         }
     }
 
-    fn all(&self) -> [&str; 6] {
+    fn all(&self) -> [&str; 7] {
         [
-            &self.asyncron,
+            &self.asyncron_batched,
+            &self.asyncron_unbatched,
             &self.apalis,
             &self.catalog,
             &self.orders,

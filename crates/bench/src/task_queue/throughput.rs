@@ -1,13 +1,13 @@
-//! Part 1: no-op tasks per second, asyncron's task queue against apalis with its PostgreSQL
-//! storage.
+//! Part 1: no-op tasks per second, asyncron's task queue (with and without batching) against
+//! apalis with its PostgreSQL storage.
 //!
-//! Both sides go through the same procedure ([`live`], then [`backlog`]); only [`Engine`]'s
+//! Every side goes through the same procedure ([`live`], then [`backlog`]); only [`Engine`]'s
 //! methods differ per side. Each side has a fresh database of its own on the same server and a
 //! pool of the same size. The handlers do nothing but count, so the rows measure what each queue
-//! costs per task: for asyncron a Kafka publish and consume plus the PostgreSQL transaction that
-//! records the execution in `task_executions` (its idempotency, kept on purpose: it is the
-//! design), for apalis the `INSERT`, the fetch that locks a batch of jobs and the update that
-//! marks them done.
+//! costs per task: for asyncron a Kafka publish and consume plus recording the execution in
+//! `task_executions` (its idempotency, kept on purpose: it is the design), in a transaction per
+//! batch or per task; for apalis the `INSERT`, the fetch that locks a batch of jobs and the update
+//! that marks them done.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,8 +22,8 @@ use kafka::{KafkaConfig, Producer};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use task_queue::{
-    RetryLevels, RunningWorker, Task, TaskContext, TaskError, TaskHandler, TaskOptions, TaskQueue,
-    Worker,
+    Batching, RetryLevels, RunningWorker, Task, TaskContext, TaskError, TaskHandler, TaskOptions,
+    TaskQueue, Worker,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -152,9 +152,16 @@ struct Backlog {
 }
 
 pub(super) async fn run(setup: &Setup, tasks: usize) -> anyhow::Result<()> {
-    let asyncron = measure_side(&Engine::asyncron(setup).await?, tasks).await?;
+    let batched = Engine::asyncron(setup, Mode::Batched).await?;
+    let batched = measure_side(&batched, tasks).await?;
+    let unbatched = Engine::asyncron(setup, Mode::Unbatched).await?;
+    let unbatched = measure_side(&unbatched, tasks).await?;
     let apalis = measure_side(&Engine::apalis(setup).await?, tasks).await?;
-    let measured = Pair { asyncron, apalis };
+    let measured = Sides {
+        batched,
+        unbatched,
+        apalis,
+    };
     let rows = comparisons(tasks, &measured);
     report::print(
         "task-queue (1/2): no-op tasks, asyncron (Kafka + PostgreSQL) vs apalis (PostgreSQL)",
@@ -363,10 +370,40 @@ enum Engine {
 }
 
 struct Asyncron {
+    mode: Mode,
     config: KafkaConfig,
     producer: Producer,
     pool: PgPool,
     run_id: String,
+}
+
+/// How asyncron's worker runs the no-op tasks.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// `TaskOptions::batch`: the tasks that are ready together share a transaction.
+    Batched,
+    /// `TaskOptions::default()`: one transaction per task.
+    Unbatched,
+}
+
+impl Mode {
+    fn options(self) -> TaskOptions {
+        match self {
+            Self::Batched => TaskOptions {
+                batch: Some(Batching::default()),
+                ..TaskOptions::default()
+            },
+            Self::Unbatched => TaskOptions::default(),
+        }
+    }
+
+    /// Names the side's database, topics and groups.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Batched => "batched",
+            Self::Unbatched => "unbatched",
+        }
+    }
 }
 
 struct Apalis {
@@ -388,17 +425,17 @@ enum StartedWorker {
 
 impl Engine {
     /// A fresh database with `task_executions`, and a producer.
-    async fn asyncron(setup: &Setup) -> anyhow::Result<Self> {
-        let pool = database::create(
-            &setup.database_server,
-            &setup.databases.asyncron,
-            POOL_CONNECTIONS,
-        )
-        .await?;
+    async fn asyncron(setup: &Setup, mode: Mode) -> anyhow::Result<Self> {
+        let database = match mode {
+            Mode::Batched => &setup.databases.asyncron_batched,
+            Mode::Unbatched => &setup.databases.asyncron_unbatched,
+        };
+        let pool = database::create(&setup.database_server, database, POOL_CONNECTIONS).await?;
         task_queue::migrate(&pool).await?;
         let config = KafkaConfig::new(setup.bootstrap.clone(), "asyncron-bench");
         let producer = Producer::new(&config)?;
         Ok(Self::Asyncron(Asyncron {
+            mode,
             config,
             producer,
             pool,
@@ -425,7 +462,14 @@ impl Engine {
 
     fn label(&self) -> &'static str {
         match self {
-            Self::Asyncron(_) => "asyncron",
+            Self::Asyncron(Asyncron {
+                mode: Mode::Batched,
+                ..
+            }) => "asyncron, batched",
+            Self::Asyncron(Asyncron {
+                mode: Mode::Unbatched,
+                ..
+            }) => "asyncron, unbatched",
             Self::Apalis(_) => "apalis",
         }
     }
@@ -434,7 +478,11 @@ impl Engine {
     /// `job_type`.
     fn queue_name(&self, phase: &str) -> String {
         match self {
-            Self::Asyncron(side) => format!("asyncron-bench.{}.tasks-{phase}", side.run_id),
+            Self::Asyncron(side) => format!(
+                "asyncron-bench.{}.{}.tasks-{phase}",
+                side.run_id,
+                side.mode.name()
+            ),
             Self::Apalis(side) => format!("asyncron-bench-{}-{phase}", side.run_id),
         }
     }
@@ -516,10 +564,14 @@ impl Engine {
                 let worker = Worker::new(
                     side.pool.clone(),
                     &side.config,
-                    format!("asyncron-bench.{}.{phase}", side.run_id),
+                    format!(
+                        "asyncron-bench.{}.{}.{phase}",
+                        side.run_id,
+                        side.mode.name()
+                    ),
                     queue,
                 )
-                .register::<NoOp, _>(CountingHandler(handled), TaskOptions::default())
+                .register::<NoOp, _>(CountingHandler(handled), side.mode.options())
                 .start(stop.clone())
                 .await
                 .context("Failed to start the asyncron worker")?;
@@ -620,23 +672,25 @@ impl Apalis {
     }
 }
 
-/// The same measurement on both sides.
+/// The same measurement on every side: asyncron batched and unbatched, and apalis.
 #[derive(Debug, Clone, Copy)]
-struct Pair<T> {
-    asyncron: T,
+struct Sides<T> {
+    batched: T,
+    unbatched: T,
     apalis: T,
 }
 
-impl<T> Pair<T> {
-    fn map<U>(&self, f: impl Fn(&T) -> U) -> Pair<U> {
-        Pair {
-            asyncron: f(&self.asyncron),
+impl<T> Sides<T> {
+    fn map<U>(&self, f: impl Fn(&T) -> U) -> Sides<U> {
+        Sides {
+            batched: f(&self.batched),
+            unbatched: f(&self.unbatched),
             apalis: f(&self.apalis),
         }
     }
 }
 
-fn comparisons(tasks: usize, measured: &Pair<Measured>) -> Vec<Comparison> {
+fn comparisons(tasks: usize, measured: &Sides<Measured>) -> Vec<Comparison> {
     let rate = |elapsed: Duration| stats::per_second(tasks, elapsed);
     vec![
         Comparison::higher(
@@ -682,19 +736,21 @@ fn comparisons(tasks: usize, measured: &Pair<Measured>) -> Vec<Comparison> {
     ]
 }
 
-fn notes(setup: &Setup, tasks: usize, measured: &Pair<Measured>) -> Vec<String> {
+fn notes(setup: &Setup, tasks: usize, measured: &Sides<Measured>) -> Vec<String> {
     let n = |count: usize| report::count(count as f64);
     let end_to_end = measured.map(|m| stats::per_second(tasks, m.live.total));
-    let ratio = end_to_end.asyncron / end_to_end.apalis;
+    let ratio = end_to_end.batched / end_to_end.apalis;
+    let batching = Batching::default();
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
     vec![
         format!(
-            "broker {}, PostgreSQL {}, run {}; each side has a fresh database ({}, {}) and a \
-             pool of {POOL_CONNECTIONS} connections",
+            "broker {}, PostgreSQL {}, run {}; each side has a fresh database ({}, {}, {}) and \
+             a pool of {POOL_CONNECTIONS} connections",
             setup.bootstrap,
             database::redact(&setup.database_server),
             setup.run_id,
-            setup.databases.asyncron,
+            setup.databases.asyncron_batched,
+            setup.databases.asyncron_unbatched,
             setup.databases.apalis,
         ),
         format!(
@@ -707,10 +763,14 @@ fn notes(setup: &Setup, tasks: usize, measured: &Pair<Measured>) -> Vec<String> 
         ),
         format!(
             "asyncron: TaskQueue::enqueue (Kafka, acks=all), {} in flight, to a fresh 6-partition \
-             topic; one Worker, TaskOptions::default(); every task runs in a PostgreSQL \
-             transaction that records it in task_executions (INSERT … ON CONFLICT, UPDATE, \
-             COMMIT): that is asyncron's idempotency, kept on purpose",
+             topic; one Worker. Every task's execution is recorded in task_executions (INSERT … \
+             ON CONFLICT, UPDATE, COMMIT): that is asyncron's idempotency, kept on purpose. \
+             `batched`: TaskOptions::batch = Batching::default() ({} tasks at most per \
+             transaction, {} transactions at once); `unbatched`: TaskOptions::default(), one \
+             transaction per task",
             n(ENQUEUE_IN_FLIGHT),
+            batching.max_tasks,
+            batching.transactions,
         ),
         format!(
             "apalis 1.0 + apalis-postgres 1.0: push_bulk of {} tasks (one INSERT each), {} at \
@@ -721,14 +781,16 @@ fn notes(setup: &Setup, tasks: usize, measured: &Pair<Measured>) -> Vec<String> 
             APALIS_PUSH_IN_FLIGHT,
         ),
         format!(
-            "goals: asyncron end to end >= {RATIO_GOAL:.0} x apalis: {} ({ratio:.2} x); \
-             asyncron >= {} tasks/s: {} ({} tasks/s)",
+            "goals, for asyncron batched: end to end >= {RATIO_GOAL:.0} x apalis: {} \
+             ({ratio:.2} x); >= {} tasks/s: {} ({} tasks/s). Unbatched: {:.2} x apalis, {} tasks/s",
             verdict(ratio >= RATIO_GOAL),
             n(RATE_GOAL as usize),
-            verdict(end_to_end.asyncron >= RATE_GOAL),
-            report::count(end_to_end.asyncron),
+            verdict(end_to_end.batched >= RATE_GOAL),
+            report::count(end_to_end.batched),
+            end_to_end.unbatched / end_to_end.apalis,
+            report::count(end_to_end.unbatched),
         ),
-        "ratio = asyncron / apalis; `better` says which direction is an improvement".to_owned(),
+        "ratios are asyncron / apalis; `better` says which direction is an improvement".to_owned(),
     ]
 }
 
@@ -761,12 +823,12 @@ impl Unit {
 struct Comparison {
     measurement: &'static str,
     unit: Unit,
-    values: Pair<f64>,
+    values: Sides<f64>,
     higher_is_better: bool,
 }
 
 impl Comparison {
-    fn higher(measurement: &'static str, unit: Unit, values: Pair<f64>) -> Self {
+    fn higher(measurement: &'static str, unit: Unit, values: Sides<f64>) -> Self {
         Self {
             measurement,
             unit,
@@ -775,7 +837,7 @@ impl Comparison {
         }
     }
 
-    fn lower(measurement: &'static str, unit: Unit, values: Pair<f64>) -> Self {
+    fn lower(measurement: &'static str, unit: Unit, values: Sides<f64>) -> Self {
         Self {
             measurement,
             unit,
@@ -789,9 +851,11 @@ impl Row for Comparison {
     const COLUMNS: &'static [Column] = &[
         Column::left("measurement"),
         Column::left("unit"),
-        Column::right("asyncron"),
+        Column::right("asyncron, batched"),
+        Column::right("asyncron, unbatched"),
         Column::right("apalis"),
-        Column::right("ratio"),
+        Column::right("ratio, batched"),
+        Column::right("ratio, unbatched"),
         Column::left("better"),
     ];
 
@@ -799,9 +863,11 @@ impl Row for Comparison {
         vec![
             self.measurement.to_owned(),
             self.unit.label().to_owned(),
-            self.unit.format(self.values.asyncron),
+            self.unit.format(self.values.batched),
+            self.unit.format(self.values.unbatched),
             self.unit.format(self.values.apalis),
-            report::ratio(self.values.asyncron, self.values.apalis),
+            report::ratio(self.values.batched, self.values.apalis),
+            report::ratio(self.values.unbatched, self.values.apalis),
             if self.higher_is_better {
                 "higher"
             } else {
@@ -821,26 +887,39 @@ mod tests {
         let row = Comparison::higher(
             "end to end",
             Unit::PerSecond,
-            Pair {
-                asyncron: 12_345.6,
+            Sides {
+                batched: 12_345.6,
+                unbatched: 3_000.0,
                 apalis: 6_000.0,
             },
         );
         assert_eq!(
             row.cells(),
-            ["end to end", "tasks/s", "12,346", "6,000", "2.06", "higher"]
+            [
+                "end to end",
+                "tasks/s",
+                "12,346",
+                "3,000",
+                "6,000",
+                "2.06",
+                "0.50",
+                "higher"
+            ]
         );
         let row = Comparison::lower(
             "start",
             Unit::Seconds,
-            Pair {
-                asyncron: 3.0,
+            Sides {
+                batched: 3.0,
+                unbatched: 2.0,
                 apalis: 0.25,
             },
         );
         assert_eq!(
             row.cells(),
-            ["start", "s", "3.00", "0.25", "12.00", "lower"]
+            [
+                "start", "s", "3.00", "2.00", "0.25", "12.00", "8.00", "lower"
+            ]
         );
     }
 
