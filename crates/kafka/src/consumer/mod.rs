@@ -167,7 +167,11 @@ impl ConsumerBuilder {
             group_id: group_id.into(),
             topics: Vec::new(),
             provision: Vec::new(),
-            max_in_flight_per_partition: 1024,
+            // Large enough that a busy consumer rarely pauses: librdkafka drops what it had
+            // prefetched for a paused partition, and does not wake its broker thread on resume,
+            // so a consumer whose partitions were all paused stalls for up to a second (the
+            // README, "Back-pressure").
+            max_in_flight_per_partition: 4096,
             retry: RetryPolicy::default(),
             failure_policy: Arc::new(StopConsumer),
             drain_timeout: Duration::from_secs(10),
