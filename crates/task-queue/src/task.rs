@@ -149,8 +149,9 @@ pub struct TaskOptions {
 /// - the handlers of a batch run one after the other on one connection: a handler that waits
 ///   on the network holds up the batch (at most `transactions` of them run at once);
 /// - a failing handler rolls back the whole transaction: its task fails as it would alone, and
-///   the others run again in a new transaction without it, so a handler may run more than
-///   once for one delivery of its task (which at-least-once delivery asks of it anyway);
+///   the others run again in new transactions, so a handler may run more than once for one
+///   delivery of its task (which at-least-once delivery asks of it anyway). A failure is never
+///   blamed on another task: see *Batching* in the crate README;
 /// - what a handler locks stays locked until the batch commits.
 ///
 /// `concurrency` and `rate_limit_per_sec` still count tasks: with `concurrency: Some(8)`, a
