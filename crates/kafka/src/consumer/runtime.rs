@@ -77,8 +77,9 @@ impl RunningConsumer {
     }
 
     /// Stops like a crash would: running handlers are aborted and nothing more is stored or
-    /// committed. Messages not committed before are delivered again to the next member.
-    /// For tests and demonstrations.
+    /// committed. Messages not committed before are delivered again to the next member. Unlike
+    /// a crashed process, which its group evicts after the session timeout, the member leaves
+    /// its group at once. For tests and demonstrations.
     pub async fn kill(self) {
         self.killed.store(true, Ordering::SeqCst);
         let _ = tokio::time::timeout(self.grace, self.done).await;
@@ -108,8 +109,10 @@ pub(super) fn start<H: Handler>(
         fatal: Mutex::new(fatal_tx),
         metrics: Mutex::default(),
     });
+    let killed = Arc::new(AtomicBool::new(false));
     let context = Context {
         lanes,
+        killed: killed.clone(),
         runtime: Handle::try_current().context("a consumer must start inside a Tokio runtime")?,
         partitions: Mutex::new(HashMap::new()),
         max_in_flight: builder.max_in_flight_per_partition,
@@ -126,7 +129,6 @@ pub(super) fn start<H: Handler>(
         .with_context(|| format!("Failed to subscribe to {topics:?}"))?;
 
     let (done_tx, done) = oneshot::channel();
-    let killed = Arc::new(AtomicBool::new(false));
     let poll = PollLoop {
         consumer,
         fatal: fatal_rx,
@@ -318,6 +320,8 @@ impl PartitionState {
 /// The librdkafka client context: runs on the poll thread, rebalance callbacks included.
 struct Context<H> {
     lanes: Arc<Lanes<H>>,
+    /// Set by [`RunningConsumer::kill`]: a revocation then stores and commits nothing.
+    killed: Arc<AtomicBool>,
     runtime: Handle,
     partitions: Mutex<HashMap<PartitionKey, PartitionState>>,
     max_in_flight: usize,
@@ -349,6 +353,15 @@ impl<H: Handler> ConsumerContext for Context<H> {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
+                if self.killed.load(Ordering::SeqCst) {
+                    // A simulated crash leaving its group: like a dead process, it neither
+                    // waits for its handlers (they were aborted) nor commits what they did.
+                    let mut partitions = lock(&self.partitions);
+                    for key in &keys {
+                        partitions.remove(key);
+                    }
+                    return;
+                }
                 tracing::info!(group = %self.lanes.group, partitions = ?keys, "partitions revoked; draining");
                 self.drain(&keys);
                 self.store_offsets(consumer);
@@ -503,6 +516,11 @@ impl<H: Handler> PollLoop<H> {
         let fatal = loop {
             if self.killed.load(Ordering::SeqCst) {
                 context.abort(&context.assigned());
+                // A crashed process is evicted from its group after the session timeout. This
+                // one lives on, and closing it can block while librdkafka keeps heartbeating
+                // (see `leave_group`), which would keep its partitions from the next member for
+                // good. So it leaves explicitly, committing nothing.
+                self.leave_group(context);
                 return Err(anyhow::anyhow!("consumer killed"));
             }
             if let Ok(error) = self.fatal.try_recv() {
