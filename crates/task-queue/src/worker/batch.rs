@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::execution::{Claim, Registered, Run, claim_many, complete, run_alone, taken_by};
+use super::execution::{Claim, Registered, Run, claim, complete, run_alone, taken_by};
 use crate::{Batching, TaskContext, TaskError};
 
 pub(super) struct Batcher {
@@ -171,17 +171,7 @@ async fn execute(pool: &PgPool, task: &Registered, mut batch: Vec<Pending>) {
         match attempt(pool, task, &batch).await {
             Ok(Attempt::Committed(runs)) => {
                 for (pending, run) in batch.into_iter().zip(runs) {
-                    match &run {
-                        Run::Succeeded => {
-                            task.metrics.succeeded.increment(1);
-                            tracing::debug!(parent: &pending.span, "task succeeded");
-                        }
-                        Run::AlreadyDone => {
-                            task.metrics.deduplicated.increment(1);
-                            tracing::info!(parent: &pending.span, "task was done before; not running it again");
-                        }
-                        Run::Failed(_) => {}
-                    }
+                    pending.span.in_scope(|| task.report(&run));
                     pending.decide(Ok(run));
                 }
             }
@@ -245,11 +235,11 @@ async fn attempt(
         .iter()
         .map(|pending| (pending.task_id, pending.attempt))
         .collect();
-    let claims = claim_many(&mut tx, task.name, &tasks).await?;
+    let claims = claim(&mut tx, task.name, &tasks).await?;
     let mut runs = Vec::with_capacity(batch.len());
     let mut completed = Vec::with_capacity(batch.len());
-    for (index, (pending, claim)) in batch.iter().zip(claims).enumerate() {
-        let run = match claim {
+    for (index, (pending, claimed)) in batch.iter().zip(claims).enumerate() {
+        let run = match claimed {
             Claim::AlreadyDone => Run::AlreadyDone,
             Claim::TakenBy(other) => Run::Failed(taken_by(pending.task_id, &other)),
             Claim::Claimed => {

@@ -44,6 +44,23 @@ impl Registered {
         }
     }
 
+    /// Counts and logs a run that ended, in the current span: what a task run alone and a task
+    /// run in a batch both report.
+    pub(super) fn report(&self, run: &Run) {
+        match run {
+            Run::Succeeded => {
+                self.metrics.succeeded.increment(1);
+                tracing::debug!("task succeeded");
+            }
+            Run::AlreadyDone => {
+                self.metrics.deduplicated.increment(1);
+                tracing::info!("task was done before; not running it again");
+            }
+            // The level handler reports failures: it decides where the task goes next.
+            Run::Failed(_) => {}
+        }
+    }
+
     /// Runs the handler on `conn`, timing it. A panicking handler is a failed run like any
     /// other: caught here, its transaction rolls back and the task moves on, instead of leaving
     /// its partition stuck behind it.
@@ -65,8 +82,8 @@ impl Registered {
 }
 
 pub(super) struct TaskMetrics {
-    pub(super) succeeded: metrics::Counter,
-    pub(super) deduplicated: metrics::Counter,
+    succeeded: metrics::Counter,
+    deduplicated: metrics::Counter,
     pub(super) dead_lettered: metrics::Counter,
     /// Indexed by retry level − 1.
     pub(super) retried: Vec<metrics::Counter>,
@@ -121,12 +138,12 @@ pub(super) async fn run_alone(
         .begin()
         .await
         .context("Failed to begin the task transaction")?;
-    match claim(&mut tx, task_id, task.name, attempt).await? {
+    let claims = claim(&mut tx, task.name, &[(task_id, attempt)]).await?;
+    match claims.into_iter().next().expect("one claim per task") {
         Claim::Claimed => {}
         Claim::AlreadyDone => {
             // Nothing was written: the transaction ends with `tx`.
-            tracing::info!("task was done before; not running it again");
-            task.metrics.deduplicated.increment(1);
+            task.report(&Run::AlreadyDone);
             return Ok(Run::AlreadyDone);
         }
         Claim::TakenBy(other) => return Ok(Run::Failed(taken_by(task_id, &other))),
@@ -143,8 +160,7 @@ pub(super) async fn run_alone(
             tx.commit()
                 .await
                 .context("Failed to commit the task transaction")?;
-            task.metrics.succeeded.increment(1);
-            tracing::debug!("task succeeded");
+            task.report(&Run::Succeeded);
             Ok(Run::Succeeded)
         }
         Err(error) => {
@@ -182,48 +198,12 @@ pub(super) enum Claim {
     TakenBy(String),
 }
 
-/// Records the execution, or finds it recorded before. A concurrent run of the same task id
-/// (a duplicate on another partition) blocks on the primary key until this transaction ends,
-/// then finds the row, or claims it if this one rolled back.
-async fn claim(
-    conn: &mut PgConnection,
-    task_id: Uuid,
-    task_name: &str,
-    attempt: u32,
-) -> Result<Claim, HandlerError> {
-    let claimed = sqlx::query_scalar::<_, Uuid>(
-        "INSERT INTO task_executions (task_id, task_name, attempts) VALUES ($1, $2, $3)
-         ON CONFLICT (task_id) DO NOTHING
-         RETURNING task_id",
-    )
-    .bind(task_id)
-    .bind(task_name)
-    .bind(attempts_column(attempt))
-    .fetch_optional(&mut *conn)
-    .await
-    .context("Failed to record the task execution")?;
-    if claimed.is_some() {
-        return Ok(Claim::Claimed);
-    }
-    // A second statement sees rows committed after the insert's snapshot, such as the one the
-    // insert waited for.
-    let recorded: String =
-        sqlx::query_scalar("SELECT task_name FROM task_executions WHERE task_id = $1")
-            .bind(task_id)
-            .fetch_one(&mut *conn)
-            .await
-            .context("Failed to read the recorded task execution")?;
-    Ok(if recorded == task_name {
-        Claim::AlreadyDone
-    } else {
-        Claim::TakenBy(recorded)
-    })
-}
-
-/// [`claim`] for many tasks of one type in two statements at most. `tasks` must be sorted by
-/// id and hold each id once: concurrent batches then lock the ids they share in the same order
-/// and cannot deadlock on them.
-pub(super) async fn claim_many(
+/// Records the executions of tasks of one type, or finds them recorded before, in two
+/// statements at most. A concurrent run of the same task id (a duplicate on another partition)
+/// blocks on the primary key until its transaction ends, then the id is found, or claimed if
+/// that run rolled back. `tasks` must be sorted by id and hold each id once: concurrent batches
+/// then lock the ids they share in the same order and cannot deadlock on them.
+pub(super) async fn claim(
     conn: &mut PgConnection,
     task_name: &str,
     tasks: &[(Uuid, u32)],
@@ -255,6 +235,8 @@ pub(super) async fn claim_many(
         .filter(|id| !claimed.contains(id))
         .copied()
         .collect();
+    // A second statement sees rows committed after the insert's snapshot, such as the ones the
+    // insert waited for.
     let recorded: std::collections::HashMap<Uuid, String> =
         sqlx::query_as("SELECT task_id, task_name FROM task_executions WHERE task_id = ANY($1)")
             .bind(&others)
