@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
+use dead_letters::DeadLetterStore;
 use kafka::{
     ConsumerBuilder, Handler, HandlerError, KafkaConfig, Message, RunningConsumer, TopicSpec,
 };
@@ -53,6 +54,7 @@ pub struct Projector<R> {
     topic: TopicSpec,
     read_model: Arc<R>,
     concurrency: usize,
+    dead_letters: Option<DeadLetterStore>,
 }
 
 /// Events a projector applies at once unless told otherwise: enough to keep up across keys,
@@ -75,7 +77,20 @@ impl<R: ReadModel> Projector<R> {
             topic,
             read_model: Arc::new(read_model),
             concurrency: DEFAULT_PROJECTION_CONCURRENCY,
+            dead_letters: None,
         }
+    }
+
+    /// Sets aside, in `store`, the events that cannot be applied (they do not decode, or the
+    /// read model refuses them for good, or its code panics on every attempt), so that the
+    /// projection moves on; listed, replayed and dropped through `dead_letters::admin`. The
+    /// consumer's name there is `<service>.<projection>`. Without a store such an event is
+    /// retried for as long as it fails and holds up the events of its entity (see
+    /// `kafka::KeepRetrying`).
+    #[must_use]
+    pub fn dead_letters(mut self, store: &DeadLetterStore) -> Self {
+        self.dead_letters = Some(store.clone());
+        self
     }
 
     /// At most `events` are applied at once, each in its own transaction (default
@@ -94,16 +109,18 @@ impl<R: ReadModel> Projector<R> {
         let generation = generation(&self.pool, self.read_model.name()).await?;
         let group = format!("{}.{}.g{generation}", self.service, self.read_model.name());
         tracing::info!(%group, topic = %self.topic.name, "starting projection");
-        let apply = Apply {
+        let apply = Arc::new(Apply {
             pool: self.pool,
-            read_model: self.read_model,
+            read_model: self.read_model.clone(),
             concurrency: Arc::new(Semaphore::new(self.concurrency)),
-        };
+        });
         // Provisioning here too means the reader may start before the owner ever ran.
-        ConsumerBuilder::new(&self.kafka, group)
-            .provisioned_topic(self.topic)
-            .start(apply, shutdown)
-            .await
+        let mut consumer = ConsumerBuilder::new(&self.kafka, group).provisioned_topic(self.topic);
+        if let Some(store) = &self.dead_letters {
+            let name = format!("{}.{}", self.service, self.read_model.name());
+            consumer = consumer.on_failure(store.set_aside(name, apply.clone()));
+        }
+        consumer.start(apply, shutdown).await
     }
 }
 

@@ -1,6 +1,9 @@
 //! The projector against a real broker and database: duplicates, reordering, deletes, rebuilds.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use dead_letters::{DeadLetterStore, ReplayOutcome};
 
 use integration_events::{EventEnvelope, Projector, ReadModel, rebuild};
 use kafka::{KafkaConfig, MessageHeaders, Producer, TopicSpec};
@@ -16,6 +19,10 @@ struct Item {
     name: String,
     price: i64,
 }
+
+/// While set, [`Items`] panics on an item named `panic`: a bug in a read model, fixed by
+/// clearing it. Only the test that sends such an item touches it.
+static PANIC_ON_PANIC: AtomicBool = AtomicBool::new(true);
 
 /// A read model of `Item`s in a plain table.
 struct Items;
@@ -34,6 +41,10 @@ impl ReadModel for Items {
         revision: i64,
         item: &Item,
     ) -> anyhow::Result<()> {
+        assert!(
+            !(item.name == "panic" && PANIC_ON_PANIC.load(Ordering::SeqCst)),
+            "a bug in the read model"
+        );
         sqlx::query(
             "INSERT INTO items (id, name, price, revision) VALUES ($1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET name = $2, price = $3, revision = $4",
@@ -72,6 +83,10 @@ struct Fixture {
 
 impl Fixture {
     async fn new() -> Self {
+        Self::with_partitions(6).await
+    }
+
+    async fn with_partitions(partitions: i32) -> Self {
         platform::telemetry::init_for_tests();
         let database = TestDatabase::create().await;
         integration_events::migrate(&database.pool).await.unwrap();
@@ -86,8 +101,9 @@ impl Fixture {
         .set("session.timeout.ms", "3000")
         .set("heartbeat.interval.ms", "300");
         let producer = Producer::new(&kafka).unwrap();
-        let topic =
-            TopicSpec::new(unique_name("test.items.v1")).config("cleanup.policy", "compact");
+        let topic = TopicSpec::new(unique_name("test.items.v1"))
+            .partitions(partitions)
+            .config("cleanup.policy", "compact");
         producer
             .ensure_topics(std::slice::from_ref(&topic))
             .await
@@ -122,6 +138,10 @@ impl Fixture {
     }
 
     async fn start(&self, shutdown: &CancellationToken) -> kafka::RunningConsumer {
+        self.projector().start(shutdown.clone()).await.unwrap()
+    }
+
+    fn projector(&self) -> Projector<Items> {
         Projector::new(
             self.database.pool.clone(),
             &self.kafka,
@@ -129,9 +149,18 @@ impl Fixture {
             self.topic.clone(),
             Items,
         )
-        .start(shutdown.clone())
-        .await
-        .unwrap()
+    }
+
+    async fn send_raw(&self, key: &str, payload: Option<&[u8]>) {
+        self.producer
+            .publish_bytes(
+                &self.topic.name,
+                Some(key.as_bytes()),
+                payload,
+                MessageHeaders::new("ItemChanged"),
+            )
+            .await
+            .unwrap();
     }
 
     async fn rows(&self) -> Vec<(String, String, i64, i64)> {
@@ -308,4 +337,144 @@ async fn a_rebuild_from_an_empty_read_model_reproduces_the_same_rows() {
     fixture.wait_for(&expected).await;
     shutdown.cancel();
     projector.wait().await.unwrap();
+}
+
+/// On the fixture's one partition, in this order: undecodable bytes, `{}`, an unknown kind, a
+/// tombstone, an item PostgreSQL refuses (a NUL in text), an item the read model panics on
+/// (`p`), and a good item (`ok`).
+async fn send_poison(fixture: &Fixture) {
+    fixture
+        .send_raw("garbage", Some(b"\xff\x00 not json"))
+        .await;
+    fixture.send_raw("empty", Some(b"{}")).await;
+    let mut unknown = serde_json::to_value(EventEnvelope::created(
+        "item",
+        "unknown",
+        1,
+        "test",
+        item("u", 1),
+    ))
+    .unwrap();
+    unknown["kind"] = "exploded".into();
+    fixture
+        .send_raw("unknown", Some(&serde_json::to_vec(&unknown).unwrap()))
+        .await;
+    // A tombstone is part of an entity topic's contract: skipped, not set aside.
+    fixture.tombstone("tombstone").await;
+    // PostgreSQL refuses a NUL in text: the data's fault, set aside at the first attempt.
+    fixture
+        .send(&EventEnvelope::created(
+            "item",
+            "nul",
+            1,
+            "test",
+            item("a\0b", 1),
+        ))
+        .await;
+    fixture
+        .send(&EventEnvelope::created(
+            "item",
+            "p",
+            1,
+            "test",
+            item("panic", 7),
+        ))
+        .await;
+    fixture
+        .send(&EventEnvelope::created(
+            "item",
+            "ok",
+            1,
+            "test",
+            item("fine", 1),
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn events_that_cannot_be_applied_are_set_aside_and_the_partition_moves_on() {
+    // One partition: every message below is on it, in this order.
+    let fixture = Fixture::with_partitions(1).await;
+    dead_letters::migrate(&fixture.database.pool).await.unwrap();
+    let store = DeadLetterStore::new(fixture.database.pool.clone());
+
+    send_poison(&fixture).await;
+
+    let shutdown = CancellationToken::new();
+    let projector = fixture
+        .projector()
+        .dead_letters(&store)
+        .start(shutdown.clone())
+        .await
+        .unwrap();
+    fixture.wait_for(&[row("ok", "fine", 1, 1)]).await;
+    let listed = eventually(DEADLINE, "five dead letters", || async {
+        let page = store.list(None, None, 100).await.unwrap();
+        (page.items.len() == 5).then_some(page.items)
+    })
+    .await;
+
+    let consumer = format!("{}.items", fixture.service);
+    let by_key = |key: &str| {
+        listed
+            .iter()
+            .find(|letter| letter.key.as_deref() == Some(key))
+            .unwrap_or_else(|| panic!("no dead letter for {key}: {listed:#?}"))
+    };
+    for key in ["garbage", "empty", "unknown", "nul", "p"] {
+        let letter = by_key(key);
+        assert_eq!(letter.consumer, consumer);
+        assert_eq!(letter.topic, fixture.topic.name);
+        assert_eq!(letter.message_type.as_deref(), Some("ItemChanged"));
+    }
+    assert!(by_key("garbage").error.contains("decode"), "{listed:#?}");
+    assert_eq!(by_key("garbage").attempts, 1, "undecodable: not retried");
+    assert!(by_key("unknown").error.contains("exploded"), "{listed:#?}");
+    assert_eq!(by_key("nul").attempts, 1, "refused data: not retried");
+    let panicked = by_key("p");
+    assert!(
+        panicked.error.contains("the handler panicked"),
+        "{panicked:#?}"
+    );
+    assert_eq!(panicked.attempts, 5, "a panic is a failed attempt, retried");
+    let offsets: Vec<i64> = listed.iter().map(|letter| letter.offset).collect();
+    assert_eq!(
+        offsets,
+        [0, 1, 2, 4, 5],
+        "oldest first, the tombstone at 3 skipped"
+    );
+
+    // The bug is fixed: a replay applies the event. The garbage fails again and stays.
+    PANIC_ON_PANIC.store(false, Ordering::SeqCst);
+    assert_eq!(
+        store.replay(panicked.id).await.unwrap(),
+        ReplayOutcome::Replayed
+    );
+    fixture
+        .wait_for(&[row("ok", "fine", 1, 1), row("p", "panic", 7, 1)])
+        .await;
+    let garbage = by_key("garbage").id;
+    assert!(matches!(
+        store.replay(garbage).await.unwrap(),
+        ReplayOutcome::Failed(error) if error.contains("decode")
+    ));
+    assert_eq!(
+        store.replay(panicked.id).await.unwrap(),
+        ReplayOutcome::NotFound
+    );
+    assert!(store.drop_one(garbage).await.unwrap());
+    let left = store.list(Some(&consumer), None, 2).await.unwrap();
+    assert_eq!(left.items.len(), 2);
+    let next = store
+        .list(Some(&consumer), left.next_cursor, 2)
+        .await
+        .unwrap();
+    assert_eq!(next.items.len(), 1, "three left, in pages of two");
+    assert_eq!(next.next_cursor, None);
+
+    shutdown.cancel();
+    projector
+        .wait()
+        .await
+        .expect("the projection never stopped");
 }

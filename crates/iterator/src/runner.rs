@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use dead_letters::{DeadLetterStore, SetAside};
 use kafka::{
     ConsumerBuilder, Failure, FailurePolicy, Handler, HandlerError, KafkaConfig, Message,
     RetryPolicy, RunningConsumer, TopicSpec,
@@ -49,6 +50,7 @@ pub struct JobRunner {
     retry: RetryPolicy,
     instance: String,
     continue_for: Duration,
+    dead_letters: Option<DeadLetterStore>,
 }
 
 impl std::fmt::Debug for JobRunner {
@@ -90,7 +92,17 @@ impl JobRunner {
             },
             instance: format!("{}-{}", std::process::id(), Uuid::new_v4().simple()),
             continue_for: Duration::from_secs(1),
+            dead_letters: None,
         }
+    }
+
+    /// Sets aside, in `store`, the step messages that belong to no job: they do not decode (the
+    /// topic is the runner's own, so only a bug or a stray producer writes those). A step of a
+    /// job that fails for good fails its job, as before; `resume` retries it. Without a store
+    /// such a message is logged and skipped. The consumer's name there is the group id.
+    pub fn dead_letters(mut self, store: &DeadLetterStore) -> Self {
+        self.dead_letters = Some(store.clone());
+        self
     }
 
     /// Handles jobs of type `J`. Every replica must register the same types: a step of an
@@ -128,18 +140,24 @@ impl JobRunner {
     pub async fn start(self, shutdown: CancellationToken) -> anyhow::Result<RunningConsumer> {
         let topic = self.topic.name.clone();
         tracing::info!(group = %self.group_id, %topic, instance = %self.instance, "starting the job runner");
-        let handler = StepHandler {
+        let handler = Arc::new(StepHandler {
             pool: self.pool.clone(),
             jobs: self.jobs,
             topic,
             instance: self.instance,
             shutdown: shutdown.clone(),
             continue_for: self.continue_for,
-        };
+        });
+        let set_aside = self
+            .dead_letters
+            .map(|store| store.set_aside(&self.group_id, handler.clone()));
         ConsumerBuilder::new(&self.kafka, self.group_id)
             .provisioned_topic(self.topic)
             .retry(self.retry)
-            .on_failure(FailJob { pool: self.pool })
+            .on_failure(FailJob {
+                pool: self.pool,
+                set_aside,
+            })
             .start(handler, shutdown)
             .await
     }
@@ -346,7 +364,9 @@ impl StepHandler {
                         "could not record a failed attempt"
                     );
                 }
-                Err(HandlerError::retryable(error))
+                // Classified by what it carries: a database that cannot be reached is waited out
+                // without spending the chunk's attempts, data it refuses fails the job at once.
+                Err(HandlerError::from(error))
             }
         }
     }
@@ -593,6 +613,7 @@ async fn record_attempt(pool: &PgPool, job_id: Uuid, error: &anyhow::Error) -> a
 /// (`resume` records the step again).
 struct FailJob {
     pool: PgPool,
+    set_aside: Option<SetAside>,
 }
 
 impl FailurePolicy for FailJob {
@@ -603,7 +624,11 @@ impl FailurePolicy for FailJob {
         Box::pin(async move {
             let Ok(step) = failure.message.json::<StepMessage>() else {
                 // Only the runner's own outbox writes this topic, so this is a bug somewhere;
-                // there is no job to fail, and stopping every job for it would help nobody.
+                // there is no job to fail, and holding up the partition's jobs for it would
+                // help nobody.
+                if let Some(set_aside) = &self.set_aside {
+                    return set_aside.on_failure(failure).await;
+                }
                 tracing::error!(
                     topic = %failure.message.topic,
                     partition = failure.message.partition,

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use dead_letters::DeadLetterStore;
 use iterator::{
     Chunk, CompletedJob, Control, Job, JobOptions, JobRunner, JobState, JobStatus, Jobs, Shard,
 };
-use kafka::{KafkaConfig, Producer, RetryPolicy, RunningConsumer, TopicSpec};
+use kafka::{KafkaConfig, MessageHeaders, Producer, RetryPolicy, RunningConsumer, TopicSpec};
 use outbox::OutboxRelay;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
@@ -34,6 +35,8 @@ struct CopyParams {
 struct CopyNumbers {
     pool: PgPool,
     fail_at: Arc<AtomicI64>,
+    /// Like `fail_at`, with a panic: a bug in the job.
+    panic_at: Arc<AtomicI64>,
 }
 
 impl Job for CopyNumbers {
@@ -49,6 +52,11 @@ impl Job for CopyNumbers {
         limit: usize,
     ) -> anyhow::Result<Chunk<i64, i64>> {
         let after = after.copied().unwrap_or(0);
+        let panic_at = self.panic_at.load(Ordering::SeqCst);
+        assert!(
+            panic_at == 0 || after < panic_at,
+            "a bug in the job after {after}"
+        );
         let fail_at = self.fail_at.load(Ordering::SeqCst);
         anyhow::ensure!(
             fail_at == 0 || after < fail_at,
@@ -148,6 +156,7 @@ impl Setup {
             job: CopyNumbers {
                 pool: pool.clone(),
                 fail_at: Arc::new(AtomicI64::new(0)),
+                panic_at: Arc::new(AtomicI64::new(0)),
             },
             group: unique_name("iterator-test"),
             topic,
@@ -160,8 +169,16 @@ impl Setup {
     }
 
     async fn runner(&self, instance: &str) -> (CancellationToken, RunningConsumer) {
+        self.runner_with(instance, None).await
+    }
+
+    async fn runner_with(
+        &self,
+        instance: &str,
+        dead_letters: Option<&DeadLetterStore>,
+    ) -> (CancellationToken, RunningConsumer) {
         let shutdown = CancellationToken::new();
-        let running = JobRunner::new(
+        let mut runner = JobRunner::new(
             self.pool.clone(),
             &self.kafka,
             &self.group,
@@ -173,10 +190,14 @@ impl Setup {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(100),
-        })
-        .start(shutdown.clone())
-        .await
-        .expect("start the runner");
+        });
+        if let Some(store) = dead_letters {
+            runner = runner.dead_letters(store);
+        }
+        let running = runner
+            .start(shutdown.clone())
+            .await
+            .expect("start the runner");
         (shutdown, running)
     }
 
@@ -485,6 +506,76 @@ async fn the_throttle_holds_the_rate_within_ten_percent() {
     assert!(
         (900.0..=1_100.0).contains(&rate),
         "measured {rate:.0} rows/s over {elapsed:.2} s for a limit of 1000"
+    );
+
+    stop(runner).await;
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn stray_messages_are_set_aside_and_a_panicking_chunk_fails_only_its_job() {
+    let setup = Setup::new(3_000).await;
+    dead_letters::migrate(&setup.pool).await.unwrap();
+    let store = DeadLetterStore::new(setup.pool.clone());
+    let runner = setup.runner_with("only", Some(&store)).await;
+
+    // Messages the runner's own outbox never writes: bytes, `{}`, a tombstone.
+    let producer = Producer::new(&setup.kafka).unwrap();
+    for payload in [Some(&b"\xff\x00 not json"[..]), Some(b"{}"), None] {
+        producer
+            .publish_bytes(
+                &setup.topic,
+                Some(b"stray"),
+                payload,
+                MessageHeaders::new("Step"),
+            )
+            .await
+            .unwrap();
+    }
+    let listed = eventually(DEADLINE, "three dead letters", || async {
+        let page = store.list(None, None, 10).await.unwrap();
+        (page.items.len() == 3).then_some(page.items)
+    })
+    .await;
+    assert!(listed.iter().all(|letter| letter.consumer == setup.group));
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|l| l.error.contains("no payload"))
+            .count(),
+        1,
+        "{listed:#?}"
+    );
+
+    // A bug in the job: each attempt panics. The job fails, with the panic as its error; the
+    // runner goes on, and the fixed job resumes to completion.
+    setup.job.panic_at.store(1_000, Ordering::SeqCst);
+    let options = JobOptions {
+        chunk_size: 500,
+        ..JobOptions::default()
+    };
+    let job_id = setup.start(3_000, options).await;
+    let failed = setup.until_state(job_id, JobState::Failed).await;
+    let error = failed.last_error.expect("the error is kept");
+    assert!(
+        error.contains("the handler panicked: a bug in the job"),
+        "{error}"
+    );
+    // Chunks before the bug stay done. The chunk after 1,000 is loaded ahead while the one
+    // before it commits, so that one may fail with it.
+    assert!(
+        (500..=1_000).contains(&failed.processed),
+        "{}",
+        failed.processed
+    );
+    setup.job.panic_at.store(0, Ordering::SeqCst);
+    assert_eq!(setup.jobs.resume(job_id).await.unwrap(), Control::Applied);
+    setup.until_state(job_id, JobState::Completed).await;
+    assert_eq!(setup.copied().await, 3_000);
+    assert_eq!(
+        store.list(None, None, 10).await.unwrap().items.len(),
+        3,
+        "a failing job is not a dead letter: resume retries it"
     );
 
     stop(runner).await;

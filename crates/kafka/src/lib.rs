@@ -9,8 +9,8 @@ mod topics;
 
 pub use config::KafkaConfig;
 pub use consumer::{
-    ConsumerBuilder, Failure, FailurePolicy, Handler, HandlerError, RetryPolicy, RunningConsumer,
-    StopConsumer,
+    ConsumerBuilder, Failure, FailurePolicy, Handler, HandlerError, KeepRetrying, RetryPolicy,
+    RunningConsumer,
 };
 pub use health::BrokerCheck;
 pub use message::{Message, header};

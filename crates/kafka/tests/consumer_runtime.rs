@@ -453,51 +453,233 @@ async fn graceful_shutdown_finishes_in_flight_work_and_commits_it() {
     );
 }
 
-/// Fails permanently on one message.
-#[derive(Clone, Default)]
+/// Fails on every message of key 1, in the way `mode` says; records the others.
+#[derive(Clone)]
 struct Poisoned {
     recorder: Recorder,
+    mode: Poison,
+    /// Runs of the handler on key 1.
+    runs: Arc<AtomicUsize>,
+}
+
+#[derive(Clone, Copy)]
+enum Poison {
+    /// A retryable error every time.
+    Fails,
+    /// A panic every time.
+    Panics,
+    /// `Unavailable` for the first `n` runs, then success.
+    UnavailableFor(usize),
+}
+
+impl Poisoned {
+    fn new(mode: Poison) -> Self {
+        Self {
+            recorder: Recorder::default(),
+            mode,
+            runs: Arc::default(),
+        }
+    }
 }
 
 impl Handler for Poisoned {
     async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
         let (key, _): (usize, usize) = message.json()?;
         if key == 1 {
-            return Err(HandlerError::retryable(anyhow::anyhow!("provider down")));
+            let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            match self.mode {
+                Poison::Fails => {
+                    return Err(HandlerError::retryable(anyhow::anyhow!("provider down")));
+                }
+                Poison::Panics => panic!("poisoned message"),
+                Poison::UnavailableFor(n) if run <= n => {
+                    return Err(HandlerError::unavailable(anyhow::anyhow!("database down")));
+                }
+                Poison::UnavailableFor(_) => {}
+            }
         }
         self.recorder.record(message)
     }
 }
 
-#[tokio::test]
-async fn a_message_that_keeps_failing_stops_the_consumer_without_committing_it() {
+/// Remembers the failures it was given; refuses the first `refuse` of them.
+#[derive(Clone, Default)]
+struct Recording {
+    failures: Arc<Mutex<Vec<(i64, u32, String)>>>,
+    refuse: Arc<AtomicUsize>,
+}
+
+impl asyncron_kafka::FailurePolicy for Recording {
+    fn on_failure<'a>(
+        &'a self,
+        failure: asyncron_kafka::Failure<'a>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 'a>> {
+        let refused = self
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        self.failures.lock().unwrap().push((
+            failure.message.offset,
+            failure.attempts,
+            failure.error.to_string(),
+        ));
+        Box::pin(async move {
+            anyhow::ensure!(!refused, "the store is down");
+            Ok(())
+        })
+    }
+}
+
+const FAST_RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    initial_backoff: Duration::from_millis(10),
+    max_backoff: Duration::from_millis(20),
+};
+
+/// Publishes keys 0, 1, 2 at offsets 0, 1, 2 of a one-partition topic, then key 0 again at
+/// offset 3, and starts `handler` on it with `policy` (the default one if `None`).
+async fn run_poisoned(
+    handler: Poisoned,
+    policy: Option<Recording>,
+) -> (
+    asyncron_kafka::RunningConsumer,
+    CancellationToken,
+    String,
+    String,
+) {
     let config = config().await;
     let topic = topic(&config, 1).await;
     let group = unique_name("group");
     let producer = Producer::new(&config).unwrap();
-    publish_n(&producer, &topic, 3, 0..1).await; // keys 0, 1, 2 at offsets 0, 1, 2
-
-    let poisoned = Poisoned::default();
-    let retry = RetryPolicy {
-        max_attempts: 3,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(20),
-    };
-    let consumer = ConsumerBuilder::new(&config, &group)
+    publish_n(&producer, &topic, 3, 0..1).await;
+    publish_n(&producer, &topic, 1, 1..2).await;
+    let shutdown = CancellationToken::new();
+    let mut builder = ConsumerBuilder::new(&config, &group)
         .topic(&topic)
-        .retry(retry)
-        .start(poisoned.clone(), CancellationToken::new())
-        .await
-        .unwrap();
-    let error = consumer
+        .retry(FAST_RETRY);
+    if let Some(policy) = policy {
+        builder = builder.on_failure(policy);
+    }
+    let consumer = builder.start(handler, shutdown.clone()).await.unwrap();
+    (consumer, shutdown, group, topic)
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_holds_only_its_key_and_never_stops_the_consumer() {
+    let poisoned = Poisoned::new(Poison::Fails);
+    let (consumer, shutdown, group, topic) = run_poisoned(poisoned.clone(), None).await;
+
+    // Keys 0 and 2 go on, twice for key 0, while key 1 keeps failing.
+    eventually(DEADLINE, "the other keys' messages are handled", || async {
+        (poisoned.recorder.len() == 3).then_some(())
+    })
+    .await;
+    eventually(
+        DEADLINE,
+        "the failing message is tried again and again",
+        || async {
+            (poisoned.runs.load(Ordering::SeqCst) > 2 * FAST_RETRY.max_attempts as usize)
+                .then_some(())
+        },
+    )
+    .await;
+
+    shutdown.cancel();
+    consumer
         .wait()
         .await
-        .expect_err("the consumer stops with the handler's error");
-    assert!(format!("{error:#}").contains("provider down"), "{error:#}");
-
-    let committed = committed_offsets(&config, &group, &topic, 1);
+        .expect("a failing message does not stop the consumer");
+    let committed = committed_offsets(&config().await, &group, &topic, 1);
     assert!(
         committed.get(&0).copied().unwrap_or(0) <= 1,
-        "never committed past the failed message: {committed:?}"
+        "never committed past the failing message: {committed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_failed_attempt_and_the_partition_moves_on() {
+    let poisoned = Poisoned::new(Poison::Panics);
+    let policy = Recording::default();
+    let (consumer, shutdown, group, topic) =
+        run_poisoned(poisoned.clone(), Some(policy.clone())).await;
+
+    eventually(DEADLINE, "every other message is handled", || async {
+        (poisoned.recorder.len() == 3).then_some(())
+    })
+    .await;
+    eventually(
+        DEADLINE,
+        "the panicking message reaches the policy",
+        || async { (!policy.failures.lock().unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    consumer.wait().await.unwrap();
+
+    let failures = policy.failures.lock().unwrap().clone();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let (offset, attempts, error) = &failures[0];
+    assert_eq!((*offset, *attempts), (1, FAST_RETRY.max_attempts));
+    assert!(
+        error.contains("the handler panicked: poisoned message"),
+        "{error}"
+    );
+    assert_eq!(poisoned.runs.load(Ordering::SeqCst), 3);
+    let committed = committed_offsets(&config().await, &group, &topic, 1);
+    assert_eq!(
+        committed.get(&0),
+        Some(&4),
+        "committed past the set-aside message"
+    );
+}
+
+#[tokio::test]
+async fn an_unavailable_dependency_is_waited_out_without_spending_attempts() {
+    // More runs than the retry policy allows attempts: none of them counts.
+    let poisoned = Poisoned::new(Poison::UnavailableFor(6));
+    let policy = Recording::default();
+    let (consumer, shutdown, _, _) = run_poisoned(poisoned.clone(), Some(policy.clone())).await;
+
+    eventually(
+        DEADLINE,
+        "the message is handled once the dependency is back",
+        || async { (poisoned.recorder.len() == 4).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    consumer.wait().await.unwrap();
+    assert_eq!(poisoned.runs.load(Ordering::SeqCst), 7);
+    assert!(
+        policy.failures.lock().unwrap().is_empty(),
+        "nothing was set aside"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_policy_that_fails_runs_the_message_again_until_it_is_dealt_with() {
+    let poisoned = Poisoned::new(Poison::Fails);
+    let policy = Recording::default();
+    policy.refuse.store(2, Ordering::SeqCst);
+    let (consumer, shutdown, group, topic) =
+        run_poisoned(poisoned.clone(), Some(policy.clone())).await;
+
+    eventually(
+        DEADLINE,
+        "the policy takes the message on its third try",
+        || async { (policy.failures.lock().unwrap().len() == 3).then_some(()) },
+    )
+    .await;
+    eventually(DEADLINE, "every other message is handled", || async {
+        (poisoned.recorder.len() == 3).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    consumer.wait().await.unwrap();
+    // Each round ran the handler through all its attempts again.
+    assert_eq!(
+        poisoned.runs.load(Ordering::SeqCst),
+        3 * FAST_RETRY.max_attempts as usize
+    );
+    let committed = committed_offsets(&config().await, &group, &topic, 1);
+    assert_eq!(committed.get(&0), Some(&4));
 }

@@ -100,6 +100,52 @@ fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// What a database error says about trying again, for code that must decide between waiting,
+/// retrying and giving up (a Kafka handler, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The database cannot be reached or refuses work for now (connection lost, server
+    /// restarting, pool exhausted): wait and try again for as long as it lasts.
+    Unavailable,
+    /// The data itself is refused (SQLSTATE class 22: a value out of range, a NUL byte, invalid
+    /// text): the same statement with the same data will fail again.
+    InvalidData,
+    /// Anything else (a deadlock, a serialisation failure, a constraint race, a bug): worth a
+    /// few more tries.
+    Other,
+}
+
+/// Classifies the first [`sqlx::Error`] in `error`'s chain; [`ErrorClass::Other`] when there is
+/// none.
+pub fn classify(error: &anyhow::Error) -> ErrorClass {
+    error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        .map_or(ErrorClass::Other, classify_sqlx)
+}
+
+/// Classifies one [`sqlx::Error`]; see [`ErrorClass`].
+pub fn classify_sqlx(error: &sqlx::Error) -> ErrorClass {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // 08: connection exception; 53: insufficient resources (too many connections,
+            // disk full); 57P01-57P03: the server is shutting down or starting up.
+            Some(code) if code.starts_with("08") || code.starts_with("53") => {
+                ErrorClass::Unavailable
+            }
+            Some("57P01" | "57P02" | "57P03") => ErrorClass::Unavailable,
+            Some(code) if code.starts_with("22") => ErrorClass::InvalidData,
+            _ => ErrorClass::Other,
+        },
+        _ => ErrorClass::Other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

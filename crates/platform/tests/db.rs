@@ -144,3 +144,40 @@ async fn an_unreachable_server_is_an_error_with_context() {
         "{err:#}"
     );
 }
+
+#[tokio::test]
+async fn errors_are_classified_by_what_trying_again_can_do() {
+    use anyhow::Context as _;
+    use platform::db::{ErrorClass, classify};
+
+    let mut connection = maintenance_connection().await;
+    // Refused data: a NUL byte in a text parameter, an integer out of range.
+    let nul = sqlx::query("SELECT $1::text")
+        .bind("a\0b")
+        .execute(&mut connection)
+        .await
+        .context("Failed to run the statement")
+        .unwrap_err();
+    assert_eq!(classify(&nul), ErrorClass::InvalidData, "{nul:#}");
+    let overflow = sqlx::query("SELECT 2147483647::int4 + 1")
+        .execute(&mut connection)
+        .await
+        .context("Failed to run the statement")
+        .unwrap_err();
+    assert_eq!(classify(&overflow), ErrorClass::InvalidData, "{overflow:#}");
+    // A statement the server cannot parse is neither: worth no waiting, and not the data's fault.
+    let error = sqlx::query("SELEC 1")
+        .execute(&mut connection)
+        .await
+        .context("Failed to run the statement")
+        .unwrap_err();
+    assert_eq!(classify(&error), ErrorClass::Other);
+    // A server that does not answer.
+    let error = PgConnection::connect("postgres://postgres@127.0.0.1:1/postgres")
+        .await
+        .context("Failed to connect")
+        .unwrap_err();
+    assert_eq!(classify(&error), ErrorClass::Unavailable, "{error:#}");
+    // No database error at all.
+    assert_eq!(classify(&anyhow::anyhow!("plain")), ErrorClass::Other);
+}

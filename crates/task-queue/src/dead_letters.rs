@@ -238,14 +238,16 @@ impl Handler for DeadLetterIndex {
             id_for_coordinates(&message.topic, message.partition, message.offset)
         });
         let attempts: u32 = parsed(message, header::DLQ_ATTEMPTS).unwrap_or(envelope.attempts);
-        let headers: Vec<(&str, String)> = message
+        let headers: Vec<(String, String)> = message
             .headers
             .iter()
-            .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value).into_owned()))
+            .map(|(name, value)| (text(name.as_bytes()), text(value)))
             .collect();
+        // `jsonb` cannot hold a NUL character either: such a payload is kept as raw bytes only.
         let payload = message
             .payload
             .as_deref()
+            .filter(|bytes| !bytes.windows(6).any(|w| w == br"\u0000"))
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(bytes).ok());
 
         // A row that is listed already stays as it is (this is the same dead letter delivered
@@ -270,19 +272,14 @@ impl Handler for DeadLetterIndex {
         )
         .bind(&self.queue)
         .bind(task_id)
-        .bind(envelope.task_name.unwrap_or_default())
-        .bind(
-            message
-                .key
-                .as_deref()
-                .map(|key| String::from_utf8_lossy(key).into_owned()),
-        )
+        .bind(text(envelope.task_name.unwrap_or_default().as_bytes()))
+        .bind(message.key.as_deref().map(text))
         .bind(payload)
         .bind(message.payload.as_deref())
         .bind(Json(headers))
         .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .bind(envelope.first_error.unwrap_or_default())
-        .bind(envelope.last_error.unwrap_or_default())
+        .bind(text(envelope.first_error.unwrap_or_default().as_bytes()))
+        .bind(text(envelope.last_error.unwrap_or_default().as_bytes()))
         .bind(
             message
                 .header_str(header::DLQ_ORIGINAL_TOPIC)
@@ -297,6 +294,13 @@ impl Handler for DeadLetterIndex {
         .context("Failed to index a dead letter")?;
         Ok(())
     }
+}
+
+/// Bytes from a message as text PostgreSQL accepts: invalid UTF-8 and NUL (which `text` and
+/// `jsonb` cannot hold) replaced, so that a dead letter with a hostile key or header is indexed
+/// rather than refused for good.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{fffd}")
 }
 
 /// A header that holds a number, if it is there and parses.

@@ -190,6 +190,57 @@ async fn undecodable_and_unknown_tasks_are_dead_lettered_and_the_tasks_behind_th
 }
 
 #[tokio::test]
+async fn hostile_bytes_tombstones_and_nul_characters_are_dead_lettered_and_the_key_flows() {
+    let setup = Setup::new().await;
+    let handler = Scripted::succeeding();
+    let worker = setup.start(handler.clone()).await;
+
+    // A key with a NUL byte (PostgreSQL text cannot hold it), all on that key: nothing may hold
+    // up what follows.
+    let key = "k\0";
+    let topic = setup.queue.topic();
+    let publish = |payload: Option<&'static [u8]>, headers: MessageHeaders| {
+        let producer = setup.producer.clone();
+        async move {
+            producer
+                .publish_bytes(topic, Some(key.as_bytes()), payload, headers)
+                .await
+                .unwrap();
+        }
+    };
+    // `{}` of no type at all, with a header holding a NUL.
+    publish(
+        Some(b"{}"),
+        MessageHeaders::new("").header("x-hostile", "a\0b"),
+    )
+    .await;
+    // A tombstone of a known type.
+    publish(None, MessageHeaders::new("TestJob")).await;
+    // JSON with an escaped NUL (`jsonb` cannot hold it) of an unknown type.
+    publish(Some(br#"{"to": "\u0000"}"#), MessageHeaders::new("SendFax")).await;
+    for value in ["after-1", "after-2"] {
+        setup.enqueue(&Job::keyed(value, key)).await;
+    }
+
+    for value in ["after-1", "after-2"] {
+        assert_eq!(setup.wait_for_effect(value).await, 1);
+    }
+    let listed = setup.wait_for_dead_letters(3).await;
+    worker.stop().await;
+
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    let tombstone = listed.iter().find(|d| d.task_name == "TestJob").unwrap();
+    assert_eq!(tombstone.payload, serde_json::Value::Null);
+    let fax = listed.iter().find(|d| d.task_name == "SendFax").unwrap();
+    assert_eq!(
+        fax.payload,
+        serde_json::json!("{\"to\": \"\\u0000\"}"),
+        "kept as text, not as jsonb"
+    );
+    assert_eq!(handler.runs().len(), 2, "only the valid tasks ran");
+}
+
+#[tokio::test]
 async fn a_retrying_task_does_not_hold_up_the_tasks_behind_it() {
     let setup = Setup::new().await;
     let delay = Duration::from_secs(3);

@@ -13,6 +13,7 @@ mod worker;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use dead_letters::DeadLetterStore;
 use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
 use platform::health::{Health, PostgresCheck};
@@ -42,6 +43,7 @@ pub struct Application {
     kafka: KafkaConfig,
     producer: Producer,
     provider: Provider,
+    dead_letters: DeadLetterStore,
     config: Config,
 }
 
@@ -58,6 +60,8 @@ impl Application {
         task_queue::migrate(&pool).await?;
         outbox::migrate(&pool).await?;
         task_scheduler::migrate(&pool).await?;
+        dead_letters::migrate(&pool).await?;
+        let dead_letters = DeadLetterStore::new(pool.clone());
         let schedules = Schedules::new(pool.clone());
         upsert_daily_digest(&schedules, &config).await?;
 
@@ -73,6 +77,7 @@ impl Application {
                 // Replays publish to the queue's main topic, which the worker provisions.
                 let queue = TaskQueue::new(config.tasks_topic.clone(), producer.clone());
                 admin::router(DeadLetters::new(pool.clone(), queue), schedules.clone())
+                    .merge(dead_letters::admin::router(dead_letters.clone()))
             },
         );
         let health = Health::new()
@@ -93,6 +98,7 @@ impl Application {
             kafka,
             producer,
             provider,
+            dead_letters,
             config,
         })
     }
@@ -110,9 +116,11 @@ impl Application {
     /// within its drain timeout and commits what is done), the scheduler and the relay (each
     /// finishes its pass), flushes the producer and closes the pool.
     ///
-    /// These background tasks should only stop at shutdown. If one stops before, it failed for
-    /// good; the service then shuts down the same way and returns the error, rather than go on
-    /// answering while no notification goes out.
+    /// These background tasks only stop at shutdown: no message stops them (a task that fails
+    /// for good goes to the dead-letter topic, `/admin/dlq`; a message the worker cannot deal
+    /// with at all is set aside in `/admin/dead-letters`). If one stops all the same, the
+    /// service shuts down the same way and returns the error, rather than go on answering
+    /// while no notification goes out.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
         let Self {
@@ -122,6 +130,7 @@ impl Application {
             kafka,
             producer,
             provider,
+            dead_letters,
             config,
         } = self;
         let stop_http = shutdown.child_token();
@@ -130,6 +139,7 @@ impl Application {
 
         // Provisions the queue's topics (main, retry levels, dead letters) before it consumes.
         let running = worker::worker(pool.clone(), &kafka, &config, provider)
+            .dead_letters(&dead_letters)
             .start(stop_background.clone())
             .await
             .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;

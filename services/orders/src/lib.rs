@@ -12,6 +12,7 @@ mod routes;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use dead_letters::DeadLetterStore;
 use integration_events::Projector;
 use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
@@ -46,6 +47,7 @@ pub struct Application {
     pool: PgPool,
     kafka: KafkaConfig,
     producer: Producer,
+    dead_letters: DeadLetterStore,
     config: Config,
 }
 
@@ -64,6 +66,8 @@ impl Application {
         outbox::migrate(&pool).await?;
         task_queue::migrate(&pool).await?;
         task_scheduler::migrate(&pool).await?;
+        dead_letters::migrate(&pool).await?;
+        let dead_letters = DeadLetterStore::new(pool.clone());
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
@@ -101,10 +105,12 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        // `GET /admin/schedules` and `DELETE /admin/schedules/{id}`, behind the bearer token.
+        // The schedules (`/admin/schedules`) and the events the projection set aside
+        // (`/admin/dead-letters`), behind the bearer token.
         let api =
             platform::http::admin::mount(routes::router(state), &config.admin, ADMIN_REALM, || {
                 task_scheduler::admin::router(Schedules::new(pool.clone()))
+                    .merge(dead_letters::admin::router(dead_letters.clone()))
             });
         let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
@@ -116,6 +122,7 @@ impl Application {
             pool,
             kafka,
             producer,
+            dead_letters,
             config,
         })
     }
@@ -133,10 +140,12 @@ impl Application {
     /// stops the projection, the worker, the scheduler and the relay (each finishes the work in
     /// hand), flushes the producer and closes the pool.
     ///
-    /// These background tasks should only stop at shutdown. If one of them stops before, it
-    /// failed for good (an event that can never be applied, say); the service then shuts down
-    /// the same way and returns the error, rather than go on serving orders from a read model
-    /// that no longer changes, or orders whose deadlines nobody enforces.
+    /// These background tasks only stop at shutdown: no message stops them (one that cannot be
+    /// handled is set aside in `/admin/dead-letters`, and a database outage is waited out). If
+    /// one stops all the same (it could not be started again after losing the broker, say),
+    /// the service shuts down the same way and returns the error, rather than go on serving
+    /// orders from a read model that no longer changes, or orders whose deadlines nobody
+    /// enforces.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
         let Self {
@@ -145,6 +154,7 @@ impl Application {
             pool,
             kafka,
             producer,
+            dead_letters,
             config,
         } = self;
         // HTTP stops first, so that every order accepted until then is in the outbox before
@@ -160,6 +170,7 @@ impl Application {
             PRODUCTS_TOPIC.spec(),
             CatalogProducts,
         )
+        .dead_letters(&dead_letters)
         .start(stop_background.clone())
         .await
         .context("Failed to start the catalog_products projection")?;
@@ -172,6 +183,7 @@ impl Application {
             &config.tasks_topic,
             TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
         )
+        .dead_letters(&dead_letters)
         .start(stop_background.clone())
         .await
         .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;

@@ -334,13 +334,31 @@ async fn change_status(
         .with_context(|| format!("Failed to record the {message_type} event"))
 }
 
+/// The most lines an order may have.
+pub const MAX_ITEMS: usize = 100;
+/// The most units of one line. With [`MAX_ITEMS`] lines the units of an order add up to at most
+/// 1,000,000: far inside the 32-bit integers that readers of `orders.orders.v1` may store.
+pub const MAX_QUANTITY: i32 = 10_000;
+/// The longest customer or product id, in bytes (catalog-cache's product ids are at most 64).
+pub const MAX_ID_LEN: usize = 128;
+/// The longest e-mail address (RFC 5321: a 256-octet path less its angle brackets) and local part.
+pub const MAX_EMAIL_LEN: usize = 254;
+const MAX_EMAIL_LOCAL_LEN: usize = 64;
+
 /// Every rule the request breaks, keyed by field, so that a client can fix them all at once.
+///
+/// The bounds keep every order's `OrderPlaced` event small (a few KiB with the largest values)
+/// and its numbers inside what every reader stores, so that an accepted order can always be
+/// published and projected: an event the broker refuses or a reader cannot store must never
+/// come from an order that was accepted.
 fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
     let mut errors = BTreeMap::new();
-    if request.customer_id.trim().is_empty() {
-        errors.insert("customer_id".to_owned(), "must not be empty".to_owned());
+    if let Err(reason) = check_text(&request.customer_id, MAX_ID_LEN) {
+        errors.insert("customer_id".to_owned(), reason);
     }
-    if !is_email_address(&request.customer_email) {
+    if let Err(reason) = check_text(&request.customer_email, MAX_EMAIL_LEN) {
+        errors.insert("customer_email".to_owned(), reason);
+    } else if !is_email_address(&request.customer_email) {
         errors.insert(
             "customer_email".to_owned(),
             "must be an e-mail address such as name@example.com".to_owned(),
@@ -349,17 +367,20 @@ fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
     if request.items.is_empty() {
         errors.insert("items".to_owned(), "must list at least one item".to_owned());
     }
-    for (index, item) in request.items.iter().enumerate() {
-        if item.product_id.trim().is_empty() {
-            errors.insert(
-                format!("items[{index}].product_id"),
-                "must not be empty".to_owned(),
-            );
+    if request.items.len() > MAX_ITEMS {
+        errors.insert(
+            "items".to_owned(),
+            format!("must list at most {MAX_ITEMS} items"),
+        );
+    }
+    for (index, item) in request.items.iter().enumerate().take(MAX_ITEMS) {
+        if let Err(reason) = check_text(&item.product_id, MAX_ID_LEN) {
+            errors.insert(format!("items[{index}].product_id"), reason);
         }
-        if item.quantity < 1 {
+        if !(1..=MAX_QUANTITY).contains(&item.quantity) {
             errors.insert(
                 format!("items[{index}].quantity"),
-                "must be at least 1".to_owned(),
+                format!("must be between 1 and {MAX_QUANTITY}"),
             );
         }
     }
@@ -370,10 +391,26 @@ fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
     }
 }
 
-/// Something before and after an `@`: the mail server is the judge of the rest.
+/// Text a client sends: not blank, at most `max` bytes, no control characters (PostgreSQL
+/// refuses NUL in text, and none belongs in an id or an address).
+fn check_text(text: &str, max: usize) -> Result<(), String> {
+    if text.trim().is_empty() {
+        Err("must not be empty".to_owned())
+    } else if text.len() > max {
+        Err(format!("must be at most {max} bytes"))
+    } else if text.chars().any(char::is_control) {
+        Err("must not contain control characters".to_owned())
+    } else {
+        Ok(())
+    }
+}
+
+/// Something before and after an `@`, the part before it at most 64 bytes (RFC 5321): the
+/// mail server is the judge of the rest.
 fn is_email_address(text: &str) -> bool {
-    text.split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+    text.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && local.len() <= MAX_EMAIL_LOCAL_LEN && !domain.is_empty()
+    })
 }
 
 /// Prices every item with its product from `catalog`: all products must be known and active,
@@ -652,6 +689,29 @@ mod tests {
             ]
         );
         assert_eq!(invalid_fields(&request(&[])), ["items"]);
+    }
+
+    #[test]
+    fn numbers_and_strings_are_bounded_so_that_every_reader_can_store_the_order() {
+        // The 32-bit overflow that stopped report-exporter: i32::MAX units plus one.
+        let order = request(&[("p-1", i32::MAX), ("p-2", 1)]);
+        assert_eq!(invalid_fields(&order), ["items[0].quantity"]);
+        assert!(invalid_fields(&request(&[("p-1", MAX_QUANTITY)])).is_empty());
+
+        let many: Vec<(&str, i32)> = vec![("p-1", 1); MAX_ITEMS + 1];
+        assert_eq!(invalid_fields(&request(&many)), ["items"]);
+
+        let mut order = request(&[("p-1", 1)]);
+        order.customer_email = format!("{}@example.com", "a".repeat(1_000_000));
+        order.customer_id = "c\u{0}1".to_owned();
+        order.items[0].product_id = "p".repeat(MAX_ID_LEN + 1);
+        assert_eq!(
+            invalid_fields(&order),
+            ["customer_email", "customer_id", "items[0].product_id"]
+        );
+        let mut order = request(&[("p-1", 1)]);
+        order.customer_email = format!("{}@example.com", "a".repeat(MAX_EMAIL_LOCAL_LEN + 1));
+        assert_eq!(invalid_fields(&order), ["customer_email"]);
     }
 
     #[test]

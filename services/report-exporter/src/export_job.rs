@@ -64,7 +64,7 @@ pub struct ExportRow {
     pub status: String,
     pub customer_id: String,
     pub customer_email: String,
-    pub item_count: i32,
+    pub item_count: i64,
     pub total_cents: i64,
     pub currency: String,
     pub payment_due_at: Option<DateTime<Utc>>,

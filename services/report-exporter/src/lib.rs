@@ -12,6 +12,7 @@ mod routes;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use dead_letters::DeadLetterStore;
 use integration_events::Projector;
 use iterator::{JobRunner, Jobs};
 use kafka::{BrokerCheck, KafkaConfig, Producer};
@@ -50,6 +51,7 @@ pub struct Application {
     producer: Producer,
     jobs: Jobs,
     export: ExportOrders,
+    dead_letters: DeadLetterStore,
     config: Config,
 }
 
@@ -68,6 +70,8 @@ impl Application {
         task_queue::migrate(&pool).await?;
         task_scheduler::migrate(&pool).await?;
         iterator::migrate(&pool).await?;
+        dead_letters::migrate(&pool).await?;
+        let dead_letters = DeadLetterStore::new(pool.clone());
         tokio::fs::create_dir_all(&config.export_dir)
             .await
             .with_context(|| {
@@ -119,10 +123,12 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        // `GET /admin/schedules` and `DELETE /admin/schedules/{id}`, behind the bearer token.
+        // The schedules (`/admin/schedules`) and the messages the projection, the export
+        // runner and the task worker set aside (`/admin/dead-letters`), behind the bearer token.
         let api =
             platform::http::admin::mount(routes::router(state), &config.admin, ADMIN_REALM, || {
                 task_scheduler::admin::router(Schedules::new(pool.clone()))
+                    .merge(dead_letters::admin::router(dead_letters.clone()))
             });
         let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
@@ -136,6 +142,7 @@ impl Application {
             producer,
             jobs,
             export,
+            dead_letters,
             config,
         })
     }
@@ -157,10 +164,10 @@ impl Application {
     /// in-flight requests, stops the projection, the scheduler and the relay (each finishes the
     /// work in hand), flushes the producer and closes the pool.
     ///
-    /// These background tasks should only stop at shutdown. If one of them stops before, it
-    /// failed for good (an event that can never be applied, say); the service then shuts down
-    /// the same way and returns the error, rather than go on exporting from a read model that no
-    /// longer changes.
+    /// These background tasks only stop at shutdown: no message stops them (one that cannot be
+    /// handled is set aside in `/admin/dead-letters`, and a database outage is waited out). If
+    /// one stops all the same, the service shuts down the same way and returns the error,
+    /// rather than go on exporting from a read model that no longer changes.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
         let Self {
@@ -171,6 +178,7 @@ impl Application {
             producer,
             jobs,
             export,
+            dead_letters,
             config,
         } = self;
         // HTTP stops first, so that everything requests recorded in the outbox until then is
@@ -189,6 +197,7 @@ impl Application {
             ORDERS_TOPIC.spec(),
             OrdersView,
         )
+        .dead_letters(&dead_letters)
         .start(stop_background.clone())
         .await
         .context("Failed to start the orders_view projection")?;
@@ -201,6 +210,7 @@ impl Application {
             iterator::iterations_topic_named(&config.iterations_topic),
         )
         .register(export.clone())
+        .dead_letters(&dead_letters)
         .start(stop_background.clone())
         .await
         .context("Failed to start the export runner")?;
@@ -213,6 +223,7 @@ impl Application {
             &config.tasks_topic,
             jobs,
         )
+        .dead_letters(&dead_letters)
         .start(stop_background.clone())
         .await
         .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;

@@ -37,17 +37,19 @@ pub struct OrderView {
 /// A line of an order, as far as report-exporter reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct OrderItem {
-    pub quantity: i32,
+    /// 64 bits: whatever orders accepts fits, now and if it ever widens its own bound.
+    pub quantity: i64,
 }
 
 impl OrderView {
-    /// How many units the order has: the sum of its items' quantities. Fails (rather than
-    /// wraps) past `i32::MAX`, which no real order reaches.
-    pub fn item_count(&self) -> anyhow::Result<i32> {
+    /// How many units the order has: the sum of its items' quantities, in 64 bits (the
+    /// `BIGINT` column). Fails (rather than wraps) past `i64::MAX`, which no order that orders
+    /// accepts can reach.
+    pub fn item_count(&self) -> anyhow::Result<i64> {
         self.items
             .iter()
-            .try_fold(0_i32, |count, item| count.checked_add(item.quantity))
-            .context("The order's item quantities add up to more than an INT holds")
+            .try_fold(0_i64, |count, item| count.checked_add(item.quantity))
+            .context("The order's item quantities add up to more than a BIGINT holds")
     }
 }
 
@@ -224,9 +226,22 @@ mod tests {
     }
 
     #[test]
-    fn an_item_count_that_overflows_is_an_error() {
+    fn quantities_beyond_32_bits_add_up_in_64() {
         let mut order = example("order-placed.json").payload.entity.unwrap();
-        order.items = vec![OrderItem { quantity: i32::MAX }, OrderItem { quantity: 1 }];
+        order.items = vec![
+            OrderItem {
+                quantity: i32::MAX.into(),
+            },
+            OrderItem { quantity: 1 },
+        ];
+
+        assert_eq!(order.item_count().unwrap(), i64::from(i32::MAX) + 1);
+    }
+
+    #[test]
+    fn an_item_count_that_overflows_64_bits_is_an_error() {
+        let mut order = example("order-placed.json").payload.entity.unwrap();
+        order.items = vec![OrderItem { quantity: i64::MAX }, OrderItem { quantity: 1 }];
 
         assert!(order.item_count().is_err());
     }

@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use platform::db::ErrorClass;
+
 use crate::topics::{TopicSpec, ensure_topics};
 use crate::{KafkaConfig, Message};
 
@@ -20,7 +22,12 @@ pub use runtime::RunningConsumer;
 /// Why a handler failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// A passing failure (a timeout, a database that is restarting): try again.
+    /// A dependency the handler needs is unavailable (the database is down or restarting): the
+    /// message is tried again with capped backoff for as long as that lasts, without counting
+    /// attempts. Never set aside: the message is not at fault.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+    /// A passing failure (a deadlock, a timeout): try again, up to the retry policy's attempts.
     #[error("{0:#}")]
     Retryable(anyhow::Error),
     /// The message can never succeed (it does not decode, it breaks a rule): do not retry.
@@ -29,6 +36,10 @@ pub enum HandlerError {
 }
 
 impl HandlerError {
+    pub fn unavailable(error: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(error.into())
+    }
+
     pub fn retryable(error: impl Into<anyhow::Error>) -> Self {
         Self::Retryable(error.into())
     }
@@ -40,18 +51,36 @@ impl HandlerError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Retryable(_))
     }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
-/// Unless a handler says otherwise, an error is worth retrying.
+/// An error from `?` is classified by what it carries: a database that cannot be reached is
+/// [`HandlerError::Unavailable`], data the database refuses (SQLSTATE class 22: a number out of
+/// range, a NUL byte) is [`HandlerError::Permanent`], and anything else is worth retrying.
 impl From<anyhow::Error> for HandlerError {
     fn from(error: anyhow::Error) -> Self {
-        Self::Retryable(error)
+        match platform::db::classify(&error) {
+            ErrorClass::Unavailable => Self::Unavailable(error),
+            ErrorClass::InvalidData => Self::Permanent(error),
+            ErrorClass::Other => Self::Retryable(error),
+        }
     }
 }
 
 /// What a service does with a message. Must be idempotent: delivery is at least once.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, message: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// A shared handler: the consumer runs it, and a dead-letter store can run it again on a
+/// message it set aside (a replay).
+impl<H: Handler> Handler for Arc<H> {
+    fn handle(&self, message: &Message) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        H::handle(self, message)
+    }
 }
 
 /// Blocking retries inside the handler's key lane: later messages of the same key wait, other
@@ -100,8 +129,10 @@ pub struct Failure<'a> {
 }
 
 /// Decides what happens to a message whose handler failed for good. `Ok` means the message is
-/// dealt with (e.g. moved to a retry or dead-letter topic) and its offset may be committed;
-/// `Err` stops the consumer without committing it.
+/// dealt with (e.g. set aside in a dead-letter store, or moved to a retry or dead-letter topic)
+/// and its offset may be committed. `Err` means it could not be dealt with now (the store is
+/// down, say): the runtime waits its retry policy's longest backoff and runs the message again,
+/// handler first. No message stops the consumer; only its key waits meanwhile.
 pub trait FailurePolicy: Send + Sync + 'static {
     fn on_failure<'a>(
         &'a self,
@@ -109,19 +140,22 @@ pub trait FailurePolicy: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 }
 
-/// The default: never skip a message silently. The consumer stops with the error; after a fix
-/// and a restart the message is delivered again.
+/// The default: never skip a message silently. A message that failed for good is logged and
+/// tried again after the longest backoff, for as long as it fails; later messages of its key
+/// wait behind it, other keys go on. Services set a policy that sets such messages aside
+/// instead (the `dead-letters` crate's `SetAside`), so that the key moves on too.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StopConsumer;
+pub struct KeepRetrying;
 
-impl FailurePolicy for StopConsumer {
+impl FailurePolicy for KeepRetrying {
     fn on_failure<'a>(
         &'a self,
         failure: Failure<'a>,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>> {
         let message = failure.message;
         let error = anyhow::anyhow!(
-            "handler failed for good on {}/{}@{} after {} attempt(s): {}",
+            "handler failed for good on {}/{}@{} after {} attempt(s), and no failure policy \
+             sets messages aside: {}",
             message.topic,
             message.partition,
             message.offset,
@@ -173,7 +207,7 @@ impl ConsumerBuilder {
             // README, "Back-pressure").
             max_in_flight_per_partition: 4096,
             retry: RetryPolicy::default(),
-            failure_policy: Arc::new(StopConsumer),
+            failure_policy: Arc::new(KeepRetrying),
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -217,7 +251,7 @@ impl ConsumerBuilder {
     }
 
     /// Provisions topics, joins the group and starts handling messages until `shutdown` is
-    /// cancelled or a message fails for good. Must be called inside a Tokio runtime.
+    /// cancelled. Must be called inside a Tokio runtime.
     pub async fn start<H: Handler>(
         self,
         handler: H,

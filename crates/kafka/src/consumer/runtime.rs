@@ -8,13 +8,14 @@
 //! keeps librdkafka's blocking calls, closing included, off the async runtime.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::Utc;
+use futures::FutureExt as _;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::tracker::PartitionTracker;
-use super::{ConsumerBuilder, Failure, FailurePolicy, Handler, RetryPolicy};
+use super::{ConsumerBuilder, Failure, FailurePolicy, Handler, HandlerError, RetryPolicy};
 use crate::message::header;
 use crate::topics::{TopicSpec, ensure_topics};
 use crate::{KafkaConfig, Message};
@@ -57,8 +58,8 @@ pub struct RunningConsumer {
 }
 
 impl RunningConsumer {
-    /// Resolves when the consumer stopped: `Ok` after a graceful shutdown, `Err` when a
-    /// message failed for good or the consumer could not stop within its deadline. Never hangs
+    /// Resolves when the consumer stopped: `Ok` after a graceful shutdown, `Err` when it was
+    /// killed or could not stop within its deadline. No message stops it. Never hangs
     /// on librdkafka: once shutdown is requested it waits at most the drain timeout plus a
     /// grace period, then abandons the consumer thread.
     pub async fn wait(self) -> anyhow::Result<()> {
@@ -99,14 +100,12 @@ pub(super) fn start<H: Handler>(
     handler: H,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningConsumer> {
-    let (fatal_tx, fatal_rx) = mpsc::channel();
     let lanes = Arc::new(Lanes {
         handler,
         failure_policy: builder.failure_policy,
         retry: builder.retry,
         group: builder.group_id.clone(),
         stopping: CancellationToken::new(),
-        fatal: Mutex::new(fatal_tx),
         metrics: Mutex::default(),
     });
     let killed = Arc::new(AtomicBool::new(false));
@@ -131,7 +130,6 @@ pub(super) fn start<H: Handler>(
     let (done_tx, done) = oneshot::channel();
     let poll = PollLoop {
         consumer,
-        fatal: fatal_rx,
         shutdown: shutdown.clone(),
         killed: killed.clone(),
         config: builder.config,
@@ -163,7 +161,6 @@ struct Lanes<H> {
     group: String,
     /// Cancelled when the whole consumer stops; each partition has a child token.
     stopping: CancellationToken,
-    fatal: Mutex<mpsc::Sender<anyhow::Error>>,
     metrics: Mutex<HashMap<String, Arc<TopicMetrics>>>,
 }
 
@@ -172,6 +169,8 @@ struct TopicMetrics {
     failed: metrics::Counter,
     duration: metrics::Histogram,
     event_age: metrics::Histogram,
+    unavailable: metrics::Counter,
+    policy_failed: metrics::Counter,
 }
 
 enum Outcome {
@@ -179,8 +178,6 @@ enum Outcome {
     Done,
     /// Stopped while waiting to retry: leave it uncommitted.
     Abandoned,
-    /// Failed for good and the failure policy refused it: stop the consumer.
-    Fatal(anyhow::Error),
 }
 
 impl<H: Handler> Lanes<H> {
@@ -207,12 +204,6 @@ impl<H: Handler> Lanes<H> {
                             }
                         }
                         Outcome::Abandoned => break,
-                        Outcome::Fatal(error) => {
-                            // The offset stays in flight, so nothing at or after it is
-                            // committed; the poll thread stops the consumer.
-                            let _ = lock(&lanes.fatal).send(error);
-                            break;
-                        }
                     }
                 }
             })
@@ -232,6 +223,8 @@ impl<H: Handler> Lanes<H> {
             failed: metrics::counter!("kafka_messages_failed_total", &labels),
             duration: metrics::histogram!("kafka_handler_duration_seconds", &labels),
             event_age: metrics::histogram!("kafka_event_age_seconds", &labels),
+            unavailable: metrics::counter!("kafka_handler_unavailable_total", &labels),
+            policy_failed: metrics::counter!("kafka_failure_policy_errors_total", &labels),
         });
         by_topic.insert(topic.to_owned(), metrics.clone());
         metrics
@@ -257,10 +250,14 @@ impl<H: Handler> Lanes<H> {
             metrics.event_age.record(age.as_secs_f64());
         }
         let mut attempt = 0;
+        // Backoff while a dependency is unavailable; it grows on its own, apart from attempts.
+        let mut waits = 0;
         loop {
-            attempt += 1;
             let started = Instant::now();
-            let result = self.handler.handle(message).instrument(span.clone()).await;
+            let result = AssertUnwindSafe(self.handler.handle(message).instrument(span.clone()))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| Err(panicked(&*panic)));
             metrics.duration.record(started.elapsed().as_secs_f64());
             let error = match result {
                 Ok(()) => {
@@ -269,7 +266,6 @@ impl<H: Handler> Lanes<H> {
                 }
                 Err(error) => error,
             };
-            metrics.failed.increment(1);
             // A handler that gave up because the consumer is stopping (one that was waiting,
             // say) has not failed: its message is delivered again after the restart or the
             // rebalance, like any message that did not finish.
@@ -277,13 +273,27 @@ impl<H: Handler> Lanes<H> {
                 tracing::info!(parent: &span, attempt, error = %error, "handler stopped with the consumer; abandoned");
                 return Outcome::Abandoned;
             }
+            if error.is_unavailable() {
+                // Not the message's fault: wait it out, however long, without spending attempts.
+                metrics.unavailable.increment(1);
+                waits += 1;
+                let backoff = self.retry.backoff(waits);
+                tracing::warn!(parent: &span, ?backoff, error = %error, "a dependency is unavailable; waiting");
+                if !wait(backoff, stop).await {
+                    return Outcome::Abandoned;
+                }
+                continue;
+            }
+            waits = 0;
+            attempt += 1;
+            metrics.failed.increment(1);
             if error.is_retryable() && attempt < self.retry.max_attempts {
                 let backoff = self.retry.backoff(attempt);
                 tracing::warn!(parent: &span, attempt, ?backoff, error = %error, "handler failed; retrying");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => continue,
-                    () = stop.cancelled() => return Outcome::Abandoned,
+                if !wait(backoff, stop).await {
+                    return Outcome::Abandoned;
                 }
+                continue;
             }
             tracing::error!(parent: &span, attempt, error = %error, "handler failed for good");
             let failure = Failure {
@@ -291,17 +301,51 @@ impl<H: Handler> Lanes<H> {
                 error: &error,
                 attempts: attempt,
             };
-            return match self
-                .failure_policy
-                .on_failure(failure)
-                .instrument(span.clone())
-                .await
-            {
-                Ok(()) => Outcome::Done,
-                Err(error) => Outcome::Fatal(error),
-            };
+            let dealt_with = AssertUnwindSafe(
+                self.failure_policy
+                    .on_failure(failure)
+                    .instrument(span.clone()),
+            )
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(panicked(&*panic).into()));
+            match dealt_with {
+                Ok(()) => return Outcome::Done,
+                Err(policy_error) => {
+                    // The message stays in flight (uncommitted) and its key waits; the
+                    // partition's other keys go on. It runs again, handler first: whatever
+                    // kept the policy from dealing with it (a store that was down) may be
+                    // gone, and so may the handler's own trouble.
+                    metrics.policy_failed.increment(1);
+                    let backoff = self.retry.max_backoff;
+                    tracing::error!(parent: &span, ?backoff, error = format!("{policy_error:#}"), "the failure policy did not deal with the message; trying it again later");
+                    if !wait(backoff, stop).await {
+                        return Outcome::Abandoned;
+                    }
+                    attempt = 0;
+                }
+            }
         }
     }
+}
+
+/// Sleeps `backoff` unless the consumer stops first; `false` if it did.
+async fn wait(backoff: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(backoff) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+/// A panicking handler is a failed attempt like any other, not a task that silently vanishes
+/// with its message in flight (which would stall its key, and its partition's commits, for good).
+fn panicked(panic: &(dyn std::any::Any + Send)) -> HandlerError {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    HandlerError::retryable(anyhow::anyhow!("the handler panicked: {text}"))
 }
 
 struct PartitionState {
@@ -501,7 +545,6 @@ impl<H: Handler> Context<H> {
 
 struct PollLoop<H: Handler> {
     consumer: BaseConsumer<Context<H>>,
-    fatal: mpsc::Receiver<anyhow::Error>,
     shutdown: CancellationToken,
     killed: Arc<AtomicBool>,
     config: KafkaConfig,
@@ -513,7 +556,7 @@ impl<H: Handler> PollLoop<H> {
         let context = self.consumer.context();
         let mut last_provision: Option<Instant> = None;
         let mut last_tend = Instant::now();
-        let fatal = loop {
+        loop {
             if self.killed.load(Ordering::SeqCst) {
                 context.abort(&context.assigned());
                 // A crashed process is evicted from its group after the session timeout. This
@@ -523,11 +566,8 @@ impl<H: Handler> PollLoop<H> {
                 self.leave_group(context);
                 return Err(anyhow::anyhow!("consumer killed"));
             }
-            if let Ok(error) = self.fatal.try_recv() {
-                break Some(error);
-            }
             if self.shutdown.is_cancelled() {
-                break None;
+                break;
             }
             // Upkeep on a clock, not per message: storing offsets and checking partitions
             // for every message would cost more than the messages themselves.
@@ -550,9 +590,9 @@ impl<H: Handler> PollLoop<H> {
                 }
                 timeout = Duration::ZERO;
             }
-        };
+        }
         self.stop(context);
-        fatal.map_or(Ok(()), Err)
+        Ok(())
     }
 
     fn on_error(&self, error: &KafkaError, last_provision: &mut Option<Instant>) {

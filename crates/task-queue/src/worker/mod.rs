@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use dead_letters::DeadLetterStore;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use kafka::{ConsumerBuilder, KafkaConfig, Producer, RetryPolicy, RunningConsumer};
@@ -68,6 +69,7 @@ pub struct Worker {
     topic: String,
     retry: RetryLevels,
     tasks: HashMap<&'static str, Registration>,
+    dead_letters: Option<DeadLetterStore>,
     /// Registration errors, reported by `start` because the builder methods cannot fail.
     problems: Vec<String>,
 }
@@ -99,8 +101,19 @@ impl Worker {
             topic: queue_topic.into(),
             retry: RetryLevels::default(),
             tasks: HashMap::new(),
+            dead_letters: None,
             problems: Vec::new(),
         }
+    }
+
+    /// A backstop for messages the worker's consumers cannot deal with at all. Tasks that fail
+    /// go to the queue's retry and dead-letter topics, not here; but should recording a task's
+    /// fate be refused for good (data the database rejects), the message is set aside in
+    /// `store` instead of being retried for as long as it fails, which would hold up its key.
+    /// Consumer names there: `<group_id>`, `<group_id>.retry.<n>`, `<group_id>.dlq`.
+    pub fn dead_letters(mut self, store: &DeadLetterStore) -> Self {
+        self.dead_letters = Some(store.clone());
+        self
     }
 
     pub fn retry(mut self, levels: RetryLevels) -> Self {
@@ -192,20 +205,25 @@ impl Worker {
             } else {
                 format!("{}.retry.{level}", self.group_id)
             };
-            let handler = LevelHandler::new(shared.clone(), level);
-            let consumer = ConsumerBuilder::new(&self.kafka, &group)
+            let handler = Arc::new(LevelHandler::new(shared.clone(), level));
+            let mut consumer = ConsumerBuilder::new(&self.kafka, &group)
                 .provisioned_topic(spec)
-                .retry(UNDECIDED_RETRY)
-                .start(handler, stop.clone())
-                .await;
+                .retry(UNDECIDED_RETRY);
+            if let Some(store) = &self.dead_letters {
+                consumer = consumer.on_failure(store.set_aside(&group, handler.clone()));
+            }
+            let consumer = consumer.start(handler, stop.clone()).await;
             running = running.add(group, consumer).await?;
         }
         let group = format!("{}.dlq", self.group_id);
-        let consumer = ConsumerBuilder::new(&self.kafka, &group)
+        let index = Arc::new(DeadLetterIndex::new(self.pool, &self.topic));
+        let mut consumer = ConsumerBuilder::new(&self.kafka, &group)
             .provisioned_topic(dlq)
-            .retry(UNDECIDED_RETRY)
-            .start(DeadLetterIndex::new(self.pool, &self.topic), stop)
-            .await;
+            .retry(UNDECIDED_RETRY);
+        if let Some(store) = &self.dead_letters {
+            consumer = consumer.on_failure(store.set_aside(&group, index.clone()));
+        }
+        let consumer = consumer.start(index, stop).await;
         running.add(group, consumer).await
     }
 }

@@ -122,7 +122,7 @@ pub struct OrderRow {
     pub customer_email: String,
     pub total_cents: i64,
     pub currency: String,
-    pub item_count: i32,
+    pub item_count: i64,
     pub created_at: DateTime<Utc>,
     pub payment_due_at: Option<DateTime<Utc>>,
     pub revision: i64,
@@ -266,8 +266,11 @@ impl Order {
             .sum()
     }
 
-    pub fn item_count(&self) -> i32 {
-        self.items.iter().map(|&(quantity, _)| quantity).sum()
+    pub fn item_count(&self) -> i64 {
+        self.items
+            .iter()
+            .map(|&(quantity, _)| i64::from(quantity))
+            .sum()
     }
 
     /// An `OrderPlaced` envelope at `revision` (1, as orders publishes it).
@@ -369,6 +372,19 @@ impl OrdersService {
         headers.correlation_id = event["correlation_id"].as_str().map(ToOwned::to_owned);
         self.producer
             .publish(ORDERS_TOPIC, key, event, headers)
+            .await
+            .expect("published")
+    }
+
+    /// Publishes bytes (`None`: a tombstone) under `key`, as no well-behaved producer would.
+    pub async fn publish_raw(&self, key: &str, payload: Option<&[u8]>) -> Delivery {
+        self.producer
+            .publish_bytes(
+                ORDERS_TOPIC,
+                Some(key.as_bytes()),
+                payload,
+                MessageHeaders::new("OrderPlaced"),
+            )
             .await
             .expect("published")
     }
