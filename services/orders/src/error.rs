@@ -33,6 +33,10 @@ pub enum ApiError {
     #[error("order {0} was cancelled")]
     OrderCancelled(Uuid),
 
+    /// 409: the order's `payment_due_at` has passed; its cancellation follows.
+    #[error("order {0} was due by {1}")]
+    PaymentOverdue(Uuid, chrono::DateTime<chrono::Utc>),
+
     /// 404: not in orders' copy of the catalog.
     #[error("catalog product {0} not found")]
     CatalogProductNotFound(String),
@@ -79,6 +83,12 @@ impl From<ApiError> for Problem {
                  it cannot be paid any more. Place a new order."
             ))
             .with_title("Order cancelled"),
+            ApiError::PaymentOverdue(order_id, due) => Problem::conflict(format!(
+                "Order {order_id} had to be paid by {}; it cannot be paid any more and will be \
+                 cancelled. Place a new order.",
+                due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ))
+            .with_title("Payment overdue"),
             ApiError::CatalogProductNotFound(product_id) => Problem::not_found(format!(
                 "Product {product_id} is not in orders' copy of the catalog: catalog-cache never \
                  announced it, deleted it, or its event has not arrived yet."

@@ -189,7 +189,10 @@ pub async fn find(pool: &PgPool, order_id: Uuid) -> anyhow::Result<Option<Order>
 /// order's schedules (the cancellation, the reminder) are cancelled, all in one transaction.
 ///
 /// Paying a paid order again changes nothing and answers the order, so that a client may retry
-/// a payment whose answer it did not get. A cancelled order cannot be paid any more: 409.
+/// a payment whose answer it did not get. A cancelled order cannot be paid any more: 409. Nor
+/// can an order past its `payment_due_at`, even while its cancellation has not fired yet (the
+/// scheduler may be behind, or down): the deadline is enforced where payment is decided, and the
+/// cancellation follows.
 pub async fn pay(pool: &PgPool, order_id: Uuid) -> Result<Order, ApiError> {
     let mut tx = pool
         .begin()
@@ -203,6 +206,12 @@ pub async fn pay(pool: &PgPool, order_id: Uuid) -> Result<Order, ApiError> {
     match stored.order.status {
         OrderStatus::Paid => return Ok(stored.order),
         OrderStatus::Cancelled => return Err(ApiError::OrderCancelled(order_id)),
+        OrderStatus::PendingPayment if stored.order.payment_due_at <= Utc::now() => {
+            return Err(ApiError::PaymentOverdue(
+                order_id,
+                stored.order.payment_due_at,
+            ));
+        }
         OrderStatus::PendingPayment => {}
     }
     change_status(&mut tx, &mut stored, OrderStatus::Paid, ORDER_PAID).await?;

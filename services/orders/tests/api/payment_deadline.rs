@@ -179,3 +179,37 @@ async fn a_cancelled_order_cannot_be_paid() {
     let order: Value = app.get_order(order_id).await.json().await.unwrap();
     assert_eq!(order["status"], "cancelled");
 }
+
+/// The deadline holds where payment is decided: with the cancellation not fired (here: its
+/// schedule cancelled by an operator, as a scheduler that is behind or down would leave it), a
+/// payment after `payment_due_at` is refused all the same.
+#[tokio::test]
+async fn a_payment_after_the_deadline_is_refused_even_before_the_cancellation_fires() {
+    let app = spawn_with_payment_timeout("2s").await;
+    let placed = placed_order(&app).await;
+    let order_id = placed["order_id"].as_str().unwrap();
+    let cancellation = app
+        .schedule("pending", &format!("order:{order_id}:cancel-unpaid"))
+        .await
+        .expect("the cancellation is scheduled");
+    let id = cancellation["id"].as_str().unwrap();
+    let cancelled = app
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/admin/schedules/{id}"),
+            Some(crate::helpers::ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    // Past the deadline: a sleep is the point here, not a synchronisation.
+    let wait = time(&placed["payment_due_at"]) - Utc::now() + chrono::Duration::milliseconds(100);
+    tokio::time::sleep(wait.to_std().unwrap_or(Duration::ZERO)).await;
+
+    let response = app.pay_order(order_id).await;
+
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["title"], "Payment overdue");
+    let order: Value = app.get_order(order_id).await.json().await.unwrap();
+    assert_eq!(order["status"], "pending_payment", "nothing changed");
+}
