@@ -107,10 +107,20 @@ fn write_timestamp(out: &mut String, at: &DateTime<Utc>) {
     );
 }
 
-/// RFC 4180: quoted (with inner quotes doubled) only when it has to be.
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP, "CSV
+/// Injection"): `=HYPERLINK(...)` in a customer id must stay text.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// RFC 4180: quoted (with inner quotes doubled) only when it has to be. A value that a
+/// spreadsheet would run as a formula is neutralised as OWASP recommends: prefixed with `'` and
+/// quoted, so that it shows as the text it is.
 fn write_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
+    let formula = value.starts_with(FORMULA_STARTS);
+    if formula || value.contains([',', '"', '\n', '\r']) {
         out.push('"');
+        if formula {
+            out.push('\'');
+        }
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
@@ -346,6 +356,53 @@ mod tests {
         assert_eq!(params.shard_range(0, 3), (day(1), day(2)));
         assert_eq!(params.shard_range(1, 3), (day(2), day(3)));
         assert_eq!(params.shard_range(2, 3), (day(3), day(4)));
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_as_formulas_are_neutralised() {
+        let hostile = [
+            "=HYPERLINK(\"http://evil.example\",\"x\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "=1,\"2\"\n",
+        ];
+        let mut file = String::from(CSV_HEADER);
+        for (index, value) in hostile.iter().enumerate() {
+            ExportRow {
+                order_id: Uuid::nil(),
+                created_at: "2026-11-26T10:00:00Z".parse().unwrap(),
+                status: "paid".into(),
+                customer_id: (*value).to_owned(),
+                customer_email: format!("{value}@example.com"),
+                item_count: 1,
+                total_cents: i64::try_from(index).unwrap(),
+                currency: (*value).to_owned(),
+                payment_due_at: None,
+            }
+            .write_csv(&mut file);
+        }
+
+        // Read back with a CSV parser, as a spreadsheet would import the file.
+        let mut reader = csv::Reader::from_reader(file.as_bytes());
+        let mut rows = 0;
+        for (record, value) in reader.records().zip(hostile) {
+            let record = record.unwrap();
+            rows += 1;
+            for cell in record.iter() {
+                assert!(!cell.starts_with(FORMULA_STARTS), "{cell:?} would run");
+            }
+            assert_eq!(
+                &record[3],
+                format!("'{value}"),
+                "the text is kept after the quote"
+            );
+            assert_eq!(&record[7], format!("'{value}"));
+            assert_eq!(&record[4], format!("'{value}@example.com"));
+        }
+        assert_eq!(rows, hostile.len());
     }
 
     #[test]

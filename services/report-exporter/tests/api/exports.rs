@@ -21,40 +21,21 @@ fn start() -> DateTime<Utc> {
     "2026-01-01T00:00:00Z".parse().unwrap()
 }
 
-/// The fields of a CSV line (RFC 4180 quoting; no line breaks inside fields in these tests).
-fn fields(line: &str) -> Vec<String> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            (c, _) => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
-}
-
-/// `(order_id, status, customer_id, total_cents)` of every data line.
+/// `(order_id, status, customer_id, total_cents)` of every data line, read with a CSV parser.
 fn csv_rows(csv: &str) -> Vec<(Uuid, String, String, i64)> {
-    let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some(CSV_HEADER.trim_end()));
-    lines
-        .map(|line| {
-            let fields = fields(line);
-            assert_eq!(fields.len(), 9, "{line}");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<&str> = reader.headers().expect("a header").iter().collect();
+    assert_eq!(header.join(","), CSV_HEADER.trim_end());
+    reader
+        .records()
+        .map(|record| {
+            let record = record.expect("a CSV record");
+            assert_eq!(record.len(), 9, "{record:?}");
             (
-                fields[0].parse().expect("an order id"),
-                fields[2].clone(),
-                fields[3].clone(),
-                fields[6].parse().expect("total_cents"),
+                record[0].parse().expect("an order id"),
+                record[2].to_owned(),
+                record[3].to_owned(),
+                record[6].parse().expect("total_cents"),
             )
         })
         .collect()
@@ -375,4 +356,42 @@ impl TestApp {
         http.stop().await.expect("stops cleanly");
         database
     }
+}
+
+/// OWASP's CSV injection: text that a spreadsheet would run as a formula comes out as text.
+#[tokio::test]
+async fn a_cell_a_spreadsheet_would_run_as_a_formula_is_exported_as_text() {
+    let app = spawn_app().await;
+    let hostile = r#"=HYPERLINK("http://evil.example","x")"#;
+    sqlx::query(
+        "INSERT INTO orders_view (order_id, status, customer_id, customer_email, total_cents,
+                                  currency, item_count, created_at, revision)
+         VALUES ($1, 'paid', $2, '@evil.example', 1, '+EUR', 1, $3, 1)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(hostile)
+    .bind(start())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let export_id = app
+        .exports
+        .start(start(), start() + TimeDelta::seconds(1), json!({}))
+        .await;
+    app.exports.wait_for(export_id, "completed").await;
+    let csv = app.exports.csv(export_id).await;
+
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(records.len(), 1);
+    for cell in &records[0] {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{cell:?} would run as a formula"
+        );
+    }
+    assert_eq!(&records[0][3], format!("'{hostile}"));
+    assert_eq!(&records[0][4], "'@evil.example");
+    assert_eq!(&records[0][7], "'+EUR");
 }
