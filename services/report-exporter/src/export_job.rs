@@ -391,7 +391,7 @@ mod tests {
         for (record, value) in reader.records().zip(hostile) {
             let record = record.unwrap();
             rows += 1;
-            for cell in record.iter() {
+            for cell in &record {
                 assert!(!cell.starts_with(FORMULA_STARTS), "{cell:?} would run");
             }
             assert_eq!(
