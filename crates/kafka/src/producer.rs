@@ -7,7 +7,7 @@ use platform::telemetry::{TraceContext, current_correlation_id};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Serialize;
 use tracing::Instrument as _;
@@ -186,8 +186,9 @@ impl Producer {
     ///
     /// A broker that lost its state answers produce requests for a lost topic with
     /// unknown-topic errors, which librdkafka retries until `message.timeout.ms`: a caller
-    /// waiting for acknowledgements calls this meanwhile, and the waiting messages go through
-    /// within librdkafka's next retry once the topic exists again.
+    /// waiting for acknowledgements calls this meanwhile. When it created a topic, the broker
+    /// lost this producer's id as well, so the librdkafka producer is replaced: the waiting
+    /// messages fail at once (purged) and their callers send them again.
     ///
     /// # Errors
     /// When the broker does not answer the metadata request, or the topics cannot be created.
@@ -202,7 +203,7 @@ impl Producer {
         if specs.is_empty() {
             return Ok(());
         }
-        let (_, producer) = self.current();
+        let (generation, producer) = self.current();
         let names: Vec<String> = specs.iter().map(|spec| spec.name.clone()).collect();
         // One metadata request per topic: asking for all topics is expensive on a large
         // cluster. Blocking in librdkafka, so on the blocking pool.
@@ -236,9 +237,11 @@ impl Producer {
             topics = ?missing,
             "the broker lost topics this service provisioned; provisioning them again"
         );
-        create_missing(&self.config, &specs, Some(REPROVISION_TIMEOUT))
-            .await
-            .map(drop)
+        create_missing(&self.config, &specs, Some(REPROVISION_TIMEOUT)).await?;
+        // A broker that lost its topics lost this producer's id too; librdkafka would retry
+        // the waiting messages against it until they time out.
+        self.replace(generation, "the broker lost its state");
+        Ok(())
     }
 
     /// The librdkafka producer in use and its generation.
@@ -346,21 +349,22 @@ impl Producer {
             if is_fatal(error) {
                 self.replace_after_fatal(generation);
             }
-            // A broker that lost a topic answers produce requests with an unknown-topic error,
-            // which librdkafka retries until `message.timeout.ms`: the caller then sees a
-            // timeout, not the unknown topic. Either way, a provisioned topic is created again
-            // if it is missing (checked at most once per REPROVISION_INTERVAL), and then the
-            // message is sent once more. A producer replaced after a fatal error sends it once
-            // more too.
+            // A broker that lost its state (the in-memory local broker after a restart)
+            // answers produce requests for a lost topic with unknown-topic errors, and for this
+            // producer's id with unknown-producer-id errors, both of which librdkafka retries
+            // until `message.timeout.ms`: the caller sees a timeout. `recover` finds out whether
+            // the broker answers, provisions a lost topic again and replaces a stuck producer;
+            // then the message is sent once more. A producer replaced after a fatal error
+            // sends it once more too.
             let fatal = is_fatal(error);
-            let created = if fatal || might_be_missing_topic(error) {
-                match self.reprovision(topic).await {
-                    Ok(created) => created,
-                    Err(reprovision_error) => {
-                        tracing::warn!(
+            let resend = if !fatal && might_be_missing_topic(error) {
+                match self.recover(topic, generation).await {
+                    Ok(resend) => resend,
+                    Err(recover_error) => {
+                        tracing::debug!(
                             topic,
-                            error = format!("{reprovision_error:#}"),
-                            "cannot provision the topic again"
+                            error = format!("{recover_error:#}"),
+                            "the broker does not answer; nothing to recover yet"
                         );
                         false
                     }
@@ -368,7 +372,7 @@ impl Producer {
             } else {
                 false
             };
-            if fatal || created {
+            if fatal || resend {
                 let (_, producer) = self.current();
                 result = send(
                     &producer,
@@ -395,10 +399,40 @@ impl Producer {
         }
     }
 
-    /// Creates `topic` again if this producer provisioned it, the broker does not have it,
-    /// and no other publish tried in the last [`REPROVISION_INTERVAL`]; returns whether it
-    /// created the topic.
-    async fn reprovision(&self, topic: &str) -> anyhow::Result<bool> {
+    /// After a publish to `topic` failed as unknown or timed out: if the broker answers, a
+    /// lost topic this producer provisioned is created again, and the librdkafka producer of
+    /// `generation` is replaced, since a broker that answers but let a publish time out (or lost
+    /// the topic) has most likely lost this producer's id too, which librdkafka keeps retrying
+    /// against. Returns whether the message should be sent again. Runs at most once per
+    /// [`REPROVISION_INTERVAL`]; the other failures of a batch then only learn whether the
+    /// producer was replaced meanwhile.
+    ///
+    /// # Errors
+    /// When the broker does not answer (it is down: nothing to recover yet) or a lost topic
+    /// cannot be created.
+    async fn recover(&self, topic: &str, generation: u64) -> anyhow::Result<bool> {
+        // Held across the requests: the other failures of one batch wait for it.
+        let mut last = self.reprovisioned.lock().await;
+        if last
+            .get(topic)
+            .is_some_and(|at| at.elapsed() < REPROVISION_INTERVAL)
+        {
+            return Ok(self.current().0 != generation);
+        }
+        let outcome = self.recover_now(topic, generation).await;
+        // Counted from the end of the attempt, failed or not: while the broker is down, each
+        // failed publish of a batch would otherwise wait for requests of its own, one after
+        // the other.
+        last.insert(topic.to_owned(), Instant::now());
+        outcome
+    }
+
+    /// The work of [`Self::recover`], without its rate limit.
+    async fn recover_now(&self, topic: &str, generation: u64) -> anyhow::Result<bool> {
+        if self.topic_exists(topic).await? {
+            self.replace(generation, "a publish timed out while the broker answers");
+            return Ok(true);
+        }
         let spec = self
             .provisioned
             .lock()
@@ -406,54 +440,75 @@ impl Producer {
             .get(topic)
             .cloned();
         let Some(spec) = spec else {
+            // Another service's topic, which only it can provision.
             return Ok(false);
         };
-        // Held across the request: the other failures of one batch wait for it and then skip
-        // their own. The attempt counts even when it fails: while the broker is down, each
-        // failed publish would otherwise wait for a request of its own.
-        let mut last = self.reprovisioned.lock().await;
-        if last
-            .get(topic)
-            .is_some_and(|at| at.elapsed() < REPROVISION_INTERVAL)
-        {
-            return Ok(false);
-        }
-        last.insert(topic.to_owned(), Instant::now());
-        let created = create_missing(&self.config, &[spec], Some(REPROVISION_TIMEOUT)).await?;
-        if !created.is_empty() {
-            tracing::warn!(topic, "the broker had lost the topic; provisioned it again");
-        }
-        Ok(!created.is_empty())
+        create_missing(&self.config, &[spec], Some(REPROVISION_TIMEOUT)).await?;
+        tracing::warn!(topic, "the broker had lost the topic; provisioned it again");
+        self.replace(generation, "the broker lost its state");
+        Ok(true)
     }
 
-    /// Replaces the librdkafka producer of `generation` by a new one, if it is still in use
-    /// and raised a fatal error. A fatally failed producer fails every publish; the new one
-    /// gets a new producer id from the broker.
-    fn replace_after_fatal(&self, generation: u64) {
+    /// Whether the broker has `topic`, by a metadata request bounded by 1 s.
+    async fn topic_exists(&self, topic: &str) -> anyhow::Result<bool> {
+        let (_, producer) = self.current();
+        let name = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&name), Duration::from_secs(1))?;
+            Ok::<_, KafkaError>(
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|topic| topic.name() == name && topic.error().is_none()),
+            )
+        })
+        .await
+        .context("Failed to join the topic metadata request")?
+        .context("Failed to read topic metadata")
+    }
+
+    /// Replaces the librdkafka producer of `generation`, if it is still the one in use, by a
+    /// new one with a new producer id. The old one's queued and in-flight messages are purged
+    /// (their publishes fail, and are retried by their callers) on a thread of its own, since
+    /// dropping a librdkafka producer blocks.
+    fn replace(&self, generation: u64, why: &str) {
         let mut inner = self.inner.write().expect("producer lock poisoned");
         if inner.generation != generation {
-            return; // another publish replaced it already
+            return; // replaced already
         }
-        let Some((code, reason)) = inner.producer.client().fatal_error() else {
-            return;
-        };
         match self.config.producer().create::<FutureProducer>() {
             Ok(producer) => {
-                tracing::warn!(
-                    %code,
-                    reason,
-                    "the Kafka producer failed fatally; replaced it with a new one"
-                );
-                inner.producer = producer;
+                let old = std::mem::replace(&mut inner.producer, producer);
                 inner.generation += 1;
+                drop(inner);
+                tracing::warn!(why, "replaced the Kafka producer by a new one");
+                std::thread::spawn(move || {
+                    old.purge(PurgeConfig::default().queue().inflight());
+                    drop(old);
+                });
             }
             Err(error) => tracing::error!(
-                %code,
-                reason,
+                why,
                 %error,
-                "the Kafka producer failed fatally and no new one can be created; \
-                 trying again at the next failure"
+                "cannot create a new Kafka producer; trying again at the next failure"
             ),
+        }
+    }
+
+    /// Replaces the librdkafka producer of `generation` if it raised a fatal error: a fatally
+    /// failed producer fails every publish until it is replaced.
+    fn replace_after_fatal(&self, generation: u64) {
+        let fatal = {
+            let inner = self.inner.read().expect("producer lock poisoned");
+            (inner.generation == generation)
+                .then(|| inner.producer.client().fatal_error())
+                .flatten()
+        };
+        if let Some((code, reason)) = fatal {
+            tracing::warn!(%code, reason, "the Kafka producer failed fatally");
+            self.replace(generation, "the producer failed fatally");
         }
     }
 
@@ -589,6 +644,8 @@ fn might_be_missing_topic(error: &KafkaError) -> bool {
         KafkaError::MessageProduction(
             RDKafkaErrorCode::UnknownTopicOrPartition
                 | RDKafkaErrorCode::UnknownTopic
+                // The metadata lists the topic without partitions (recreated moments ago).
+                | RDKafkaErrorCode::UnknownPartition
                 | RDKafkaErrorCode::MessageTimedOut
         )
     )
