@@ -55,7 +55,13 @@ impl KafkaConfig {
             // librdkafka's default batching window adds up to several hundred ms per message.
             .set("linger.ms", "2")
             // How long one publish may take, retries included, before the caller sees an error.
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", "30000")
+            // Topics are provisioned with their partitions and settings (`ensure_topics`), never
+            // created as a side effect of a metadata request with the broker's defaults: after a
+            // broker lost its state that would bring a topic back with another partition count
+            // (the local broker: 4 instead of 6), moving keys to other partitions, and hide the
+            // loss from the producer that provisions it again.
+            .set("allow.auto.create.topics", "false");
         self.with_overrides(config)
     }
 
@@ -96,5 +102,9 @@ mod tests {
         assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(consumer.get("auto.offset.reset"), Some("earliest"));
         assert_eq!(config.producer().get("acks"), Some("all"));
+        assert_eq!(
+            config.producer().get("allow.auto.create.topics"),
+            Some("false")
+        );
     }
 }

@@ -7,8 +7,13 @@ use platform::health::ReadinessCheck;
 use crate::Producer;
 
 /// Readiness of the broker connection: a metadata request through the service's producer.
-/// A broker that is down turns `/health/ready` into 503; librdkafka reconnects by itself, so
-/// the check turns green again without restarting the service.
+///
+/// Not critical ([`ReadinessCheck::critical`] is `false`): a broker that is down makes
+/// `/health/ready` answer 200 with `"status": "degraded"` and this check's reason, not 503.
+/// Every service writes its messages through the outbox, so its requests keep working while the
+/// broker is down and the messages follow when it is back; taking every replica out of rotation
+/// would turn a broker outage into a full one. librdkafka reconnects by itself, so the check
+/// turns green again without restarting the service.
 #[derive(Debug, Clone)]
 pub struct BrokerCheck {
     producer: Producer,
@@ -38,5 +43,9 @@ impl ReadinessCheck for BrokerCheck {
             .map_err(|e| format!("metadata check did not finish: {e}"))?
             .map_err(|e| e.to_string())
         })
+    }
+
+    fn critical(&self) -> bool {
+        false
     }
 }

@@ -14,5 +14,5 @@ pub use consumer::{
 };
 pub use health::BrokerCheck;
 pub use message::{Message, header};
-pub use producer::{Delivery, MessageHeaders, Producer};
+pub use producer::{Delivery, InFlight, MessageHeaders, Producer, is_permanent};
 pub use topics::{TopicSpec, ensure_topics};

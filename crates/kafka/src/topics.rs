@@ -51,8 +51,18 @@ impl TopicSpec {
 /// Creates the topics that do not exist yet. Idempotent: an existing topic is success (its
 /// settings are not changed), so every replica can call it at start.
 pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Result<()> {
+    create_missing(config, specs, None).await.map(drop)
+}
+
+/// [`ensure_topics`], bounded by `request_timeout` (librdkafka's default is `socket.timeout.ms`,
+/// 60 s), returning the names of the topics it created, i.e. those that were missing.
+pub(crate) async fn create_missing(
+    config: &KafkaConfig,
+    specs: &[TopicSpec],
+    request_timeout: Option<Duration>,
+) -> anyhow::Result<Vec<String>> {
     if specs.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let admin: AdminClient<DefaultClientContext> = config
         .admin()
@@ -71,17 +81,23 @@ pub async fn ensure_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> anyhow:
             )
         })
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(request_timeout);
     let results = admin
         .create_topics(&new_topics, &options)
         .await
         .context("Failed to create Kafka topics")?;
+    let mut created = Vec::new();
     for result in results {
         match result {
-            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Ok(name) => {
+                tracing::info!(topic = %name, "created topic");
+                created.push(name);
+            }
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((name, code)) => anyhow::bail!("Failed to create topic {name}: {code}"),
         }
     }
-    Ok(())
+    Ok(created)
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod admin;
 mod backoff;
 mod listener;
 mod message;
@@ -9,8 +10,9 @@ mod relay;
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-pub use message::{InvalidMessage, OutboxMessage, TOMBSTONE_MESSAGE_TYPE};
-pub use record::{Backlog, NOTIFY_CHANNEL, Outbox};
+pub use admin::ParkedRow;
+pub use message::{InvalidMessage, OutboxMessage, STANDARD_OVERHEAD, TOMBSTONE_MESSAGE_TYPE};
+pub use record::{Backlog, MAX_MESSAGE_BYTES, NOTIFY_CHANNEL, Outbox, PayloadTooLarge};
 pub use relay::{LOCK_HOLDER_IDLE_TIMEOUT, OutboxRelay, RELAY_LOCK_KEY, RelaySettings};
 
 /// The table that records which of this crate's migrations ran. Not sqlx's default

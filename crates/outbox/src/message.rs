@@ -5,6 +5,11 @@ use kafka::header;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// What [`OutboxMessage::estimated_size`] adds for the standard headers (message id, content
+/// type, trace context, correlation id: about 200 bytes with names) and the record and batch
+/// framing (about 100 bytes), rounded up generously: a correlation id is the caller's string.
+pub const STANDARD_OVERHEAD: usize = 1024;
+
 /// The `message_type` of a tombstone made by [`OutboxMessage::tombstone`].
 pub const TOMBSTONE_MESSAGE_TYPE: &str = "Tombstone";
 
@@ -73,6 +78,23 @@ impl OutboxMessage {
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((key.into(), value.into()));
         self
+    }
+
+    /// The size of the message as the broker will count it, estimated from above: payload,
+    /// key, topic and the caller's headers, plus [`STANDARD_OVERHEAD`] for the headers the relay
+    /// adds and the record's framing. Compression only makes the real size smaller.
+    pub fn estimated_size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
+        self.payload.as_ref().map_or(0, Vec::len)
+            + self.key.as_ref().map_or(0, String::len)
+            + self.topic.len()
+            + self.message_type.len()
+            + headers
+            + STANDARD_OVERHEAD
     }
 
     /// Refuses what would be published wrongly. Checked when recording, inside the caller's

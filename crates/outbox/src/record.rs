@@ -13,6 +13,29 @@ use crate::message::{OutboxMessage, StoredHeaders};
 /// The channel on which [`Outbox::record`] announces new rows and the relay listens.
 pub const NOTIFY_CHANNEL: &str = "asyncron_outbox";
 
+/// The largest message [`Outbox::record`] accepts, as estimated by
+/// [`OutboxMessage::estimated_size`]: 900 KiB, below the 1 MB (1,048,588 bytes) Kafka brokers
+/// and topics accept by default (`message.max.bytes`, `max.message.bytes`) and librdkafka's own
+/// `message.max.bytes` of 1,000,000. A larger message would be recorded, then refused by the
+/// broker and parked; refusing it here fails the request that made it instead, where the caller
+/// can still answer 413. Services whose topics allow more (or less) use
+/// [`Outbox::record_with_limit`].
+pub const MAX_MESSAGE_BYTES: usize = 900 * 1024;
+
+/// Why [`Outbox::record`] refused a message: larger than the limit. Reachable from the returned
+/// `anyhow::Error` with `error.downcast_ref::<PayloadTooLarge>()`; nothing was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the outbox message is about {size} bytes (payload, key and headers), more than the {limit} \
+     bytes the outbox accepts"
+)]
+pub struct PayloadTooLarge {
+    /// The message's estimated size in bytes ([`OutboxMessage::estimated_size`]).
+    pub size: usize,
+    /// The limit it exceeded.
+    pub limit: usize,
+}
+
 /// The outbox table's operations. A namespace: the table lives in the service's own database,
 /// so there is no state to hold.
 #[derive(Debug, Clone, Copy)]
@@ -56,11 +79,26 @@ impl Outbox {
     ///
     /// # Errors
     /// [`crate::InvalidMessage`] (reachable with `downcast_ref`) for a message that would be
-    /// published wrongly; a database error otherwise, e.g. a unique violation when a message
-    /// with the same id was recorded before. Either leaves the transaction for the caller to
-    /// roll back.
+    /// published wrongly, and [`PayloadTooLarge`] for one above [`MAX_MESSAGE_BYTES`], both
+    /// before anything is written; a database error otherwise, e.g. a unique violation when a
+    /// message with the same id was recorded before. Either leaves the transaction for the
+    /// caller to roll back.
     pub async fn record(conn: &mut PgConnection, message: OutboxMessage) -> anyhow::Result<Uuid> {
+        Self::record_with_limit(conn, message, MAX_MESSAGE_BYTES).await
+    }
+
+    /// [`Self::record`] with another size limit than [`MAX_MESSAGE_BYTES`]: for topics whose
+    /// `max.message.bytes` (and the producer's `message.max.bytes`) differ from Kafka's default.
+    ///
+    /// # Errors
+    /// As [`Self::record`]; [`PayloadTooLarge`] names `max_bytes`.
+    pub async fn record_with_limit(
+        conn: &mut PgConnection,
+        message: OutboxMessage,
+        max_bytes: usize,
+    ) -> anyhow::Result<Uuid> {
         message.validate()?;
+        check_size(&message, max_bytes)?;
         let headers = StoredHeaders {
             traceparent: TraceContext::current().map(|cx| cx.to_traceparent()),
             correlation_id: current_correlation_id(),
@@ -110,9 +148,10 @@ impl Outbox {
     /// on commit, wakes the relay for all of them.
     ///
     /// # Errors
-    /// [`crate::InvalidMessage`] for the first message that would be published wrongly, before
-    /// anything is written; a database error otherwise, which leaves the transaction for the
-    /// caller to roll back (or to roll back to a savepoint taken before the call).
+    /// [`crate::InvalidMessage`] for the first message that would be published wrongly, and
+    /// [`PayloadTooLarge`] for the first above [`MAX_MESSAGE_BYTES`], before anything is
+    /// written; a database error otherwise, which leaves the transaction for the caller to roll
+    /// back (or to roll back to a savepoint taken before the call).
     pub async fn record_many(
         conn: &mut PgConnection,
         messages: &[OutboxMessage],
@@ -130,6 +169,7 @@ impl Outbox {
         let mut headers = Vec::with_capacity(messages.len());
         for message in messages {
             message.validate()?;
+            check_size(message, MAX_MESSAGE_BYTES)?;
             ids.push(message.message_id);
             topics.push(message.topic.as_str());
             keys.push(message.key.as_deref());
@@ -175,18 +215,25 @@ impl Outbox {
             .collect())
     }
 
-    /// How far the relay is behind: the number of pending rows and the age of the oldest.
+    /// How far the relay is behind: the number of pending rows and the age of the oldest, and
+    /// the number of parked rows.
     ///
-    /// Counting reads the partial index of pending rows, cheap while the relay keeps up; the
-    /// relay publishes the same values as the `outbox_pending_rows` and
-    /// `outbox_oldest_pending_age_seconds` gauges. Useful for a readiness or alerting check.
+    /// Counting reads the partial indexes of pending and parked rows, cheap while the relay
+    /// keeps up; the relay publishes the same values as the `outbox_pending_rows`,
+    /// `outbox_oldest_pending_age_seconds` and `outbox_parked_rows` gauges. Useful for a
+    /// readiness or alerting check. Pending rows include those waiting behind a parked row of
+    /// their key, so their age grows until the parked row is retried or dropped.
     pub async fn backlog(executor: impl PgExecutor<'_>) -> anyhow::Result<Backlog> {
         // Both ages are measured on the database's clock, against which `created_at` was set.
-        let (pending, oldest_age_seconds): (i64, Option<f64>) = sqlx::query_as(
+        let (pending, oldest_age_seconds, parked): (i64, Option<f64>, i64) = sqlx::query_as(
             "SELECT
-                 (SELECT count(*) FROM outbox WHERE published_at IS NULL),
+                 (SELECT count(*) FROM outbox
+                    WHERE published_at IS NULL AND parked_at IS NULL AND dropped_at IS NULL),
                  (SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at)::float8
-                    FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT 1)",
+                    FROM outbox
+                    WHERE published_at IS NULL AND parked_at IS NULL AND dropped_at IS NULL
+                    ORDER BY id LIMIT 1),
+                 (SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL)",
         )
         .fetch_one(executor)
         .await
@@ -195,6 +242,7 @@ impl Outbox {
             pending: pending as u64,
             oldest_pending_age: oldest_age_seconds
                 .and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok()),
+            parked: parked as u64,
         })
     }
 }
@@ -206,4 +254,15 @@ pub struct Backlog {
     /// Since the oldest pending row was recorded (its transaction began); `None` when nothing is
     /// pending.
     pub oldest_pending_age: Option<Duration>,
+    /// Rows the broker refused for good, waiting for an operator (`outbox::admin`).
+    pub parked: u64,
+}
+
+/// Refuses `message` when its estimated size exceeds `limit`.
+fn check_size(message: &OutboxMessage, limit: usize) -> Result<(), PayloadTooLarge> {
+    let size = message.estimated_size();
+    if size > limit {
+        return Err(PayloadTooLarge { size, limit });
+    }
+    Ok(())
 }

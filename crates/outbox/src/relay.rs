@@ -1,13 +1,15 @@
 //! The reading side: [`OutboxRelay`] publishes committed rows to Kafka.
 
+use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::future::join_all;
-use kafka::{Delivery, MessageHeaders, Producer};
+use kafka::{Delivery, InFlight, MessageHeaders, Producer};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::Notify;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +41,14 @@ const DELETE_CHUNK: i64 = 10_000;
 /// often: counting a large backlog costs more than publishing a batch.
 const BACKLOG_MEASURE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A batch still waiting for acknowledgements after this long checks whether the broker lost
+/// the topics it publishes to (see `restore_topics_while_waiting`). Far above a healthy
+/// broker's answer time (milliseconds), far below `message.timeout.ms`.
+const RESTORE_TOPICS_AFTER: Duration = Duration::from_secs(2);
+
+/// How often a batch that keeps waiting checks its topics again.
+const RESTORE_TOPICS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How the relay works; [`RelaySettings::default`] suits most services.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -49,7 +59,9 @@ pub struct RelaySettings {
     pub poll_interval: Duration,
     /// The first wait after a failed pass; doubles with each failure in a row.
     pub min_backoff: Duration,
-    /// The longest wait between failing passes.
+    /// The longest wait between failing passes. It bounds how long after a broker outage the
+    /// relay notices that the broker is back: keep it well below the 15 s the outbox promises
+    /// for catching up after an outage.
     pub max_backoff: Duration,
     /// Published rows are deleted this long after publication. They serve only for
     /// investigation ("was it published, when, after how many attempts?").
@@ -64,7 +76,7 @@ impl Default for RelaySettings {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             min_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
             retention: Duration::from_hours(24),
             cleanup_interval: Duration::from_mins(1),
         }
@@ -216,31 +228,45 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// One pass: publishes up to `batch_size` pending rows in id order and marks them, and
-    /// returns how many it published. Returns `Ok(0)` at once if another replica is publishing.
+    /// One pass: publishes up to `batch_size` pending rows in id order, marks those the broker
+    /// acknowledged, and returns how many it published. Returns `Ok(0)` at once if another
+    /// replica is publishing.
+    ///
+    /// A row the broker refuses for good ([`kafka::is_permanent`], confirmed by sending it
+    /// alone) is parked. A row that fails otherwise records the failure (`attempts`,
+    /// `last_error`) and stays pending. Either way the later rows of its key wait behind it;
+    /// rows of other keys do not.
     ///
     /// # Errors
-    /// When the database fails, or when publishing a row fails. In the latter case the rows
-    /// before it are marked published and the failure is recorded on the row (`attempts`,
-    /// `last_error`); that row and the ones after it stay pending for the next pass.
+    /// When the database fails, or when rows failed transiently and none was published or
+    /// parked (the broker is probably down). The failures are recorded on their rows either way.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
         self.pass().await.map(|pass| pass.published)
     }
 
-    /// Deletes rows published longer than `retention` ago and returns how many. Pending rows
-    /// are never deleted, however old.
+    /// Deletes rows published, or dropped by an operator, longer than `retention` ago and
+    /// returns how many. Pending and parked rows are never deleted, however old.
     pub async fn delete_expired(&self) -> anyhow::Result<u64> {
+        // Each statement reads one partial index; `OR` of the two would read the table.
+        Ok(self.delete_expired_by("published_at").await?
+            + self.delete_expired_by("dropped_at").await?)
+    }
+
+    /// Deletes the rows whose `column` (a timestamp column of the outbox) is older than the
+    /// retention, in chunks.
+    async fn delete_expired_by(&self, column: &'static str) -> anyhow::Result<u64> {
         let mut deleted = 0;
         loop {
             // `make_interval` takes the seconds as a double: binding a `Duration` as an
-            // interval would fail for sub-microsecond values.
-            let chunk = sqlx::query(
+            // interval would fail for sub-microsecond values. `column` is one of ours, never
+            // input.
+            let chunk = sqlx::query(AssertSqlSafe(format!(
                 "DELETE FROM outbox WHERE id IN (
                      SELECT id FROM outbox
-                     WHERE published_at < clock_timestamp() - make_interval(secs => $1)
+                     WHERE {column} < clock_timestamp() - make_interval(secs => $1)
                      LIMIT $2
-                 )",
-            )
+                 )"
+            )))
             .bind(self.settings.retention.as_secs_f64())
             .bind(DELETE_CHUNK)
             .execute(&self.pool)
@@ -352,10 +378,21 @@ impl OutboxRelay {
             return Ok(Pass::default());
         }
 
+        // The pending rows in id order, except those an earlier row of their key holds back: a
+        // parked row, or a pending one whose last publish failed. The scan follows the pending
+        // index; the check is one probe of the small blocking index per row. A NULL key has no
+        // order, so nothing holds it back.
         let rows: Vec<PendingRow> = sqlx::query_as(
             "SELECT id, message_id, topic, key, message_type, payload, headers
-             FROM outbox
-             WHERE published_at IS NULL
+             FROM outbox o
+             WHERE published_at IS NULL AND parked_at IS NULL AND dropped_at IS NULL
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox earlier
+                   WHERE earlier.topic = o.topic AND earlier.key = o.key AND earlier.id < o.id
+                     AND earlier.key IS NOT NULL
+                     AND earlier.published_at IS NULL AND earlier.dropped_at IS NULL
+                     AND (earlier.parked_at IS NOT NULL OR earlier.attempts > 0)
+               )
              ORDER BY id
              LIMIT $1",
         )
@@ -371,28 +408,12 @@ impl OutboxRelay {
             return Ok(Pass::default());
         }
 
-        // All rows in flight at once, for throughput. `join_all` polls its futures for the first
-        // time in the order given, and that first poll hands the record to librdkafka, so the
-        // records enter the producer's queue in id order; the idempotent producer keeps that
-        // order per partition, retries included.
-        let results = join_all(rows.iter().map(|row| self.publish(row))).await;
+        let outcomes = self.publish_rows(&rows).await;
+        let decided = self.decide(&rows, outcomes).await;
 
-        // Only the longest successful prefix is marked. A row after a failure may have reached
-        // Kafka, but marking it would publish it before the failed row's retry; left pending it
-        // is published again after that row (a duplicate, which at-least-once allows).
-        let published = results.iter().take_while(|result| result.is_ok()).count();
-        let delays = mark_published(&mut tx, &rows[..published]).await?;
-        let mut failure = None;
-        for (row, result) in rows.iter().zip(results) {
-            if let Err(error) = result {
-                metrics::counter!("outbox_publish_failures_total", "topic" => row.topic.clone())
-                    .increment(1);
-                failure.get_or_insert((row, error));
-            }
-        }
-        if let Some((row, error)) = &failure {
-            record_failure(&mut tx, row, error).await?;
-        }
+        let delays = mark_published(&mut tx, &decided.published).await?;
+        park(&mut tx, &decided.parked).await?;
+        record_failures(&mut tx, &decided.failed).await?;
         tx.commit()
             .await
             .context("Failed to commit the outbox relay transaction")?;
@@ -402,40 +423,193 @@ impl OutboxRelay {
             metrics::counter!("outbox_published_total", &labels).increment(1);
             metrics::histogram!("outbox_publish_delay_seconds", &labels).record(delay_seconds);
         }
+        for (row, _) in &decided.parked {
+            metrics::counter!("outbox_parked_total", "topic" => row.topic.clone()).increment(1);
+        }
+        let published = decided.published.len();
         tracing::Span::current().record("published", published);
 
-        match failure {
-            None => Ok(Pass {
+        let batch_full = i64::try_from(rows.len()).is_ok_and(|n| n >= self.settings.batch_size);
+        let Some((row, error)) = decided.failed.first() else {
+            return Ok(Pass {
                 published,
-                batch_full: i64::try_from(rows.len()).is_ok_and(|n| n >= self.settings.batch_size),
-            }),
-            Some((row, error)) => Err(error.context(format!(
-                "Failed to publish outbox message {} (row {}) to {}; {published} earlier rows \
-                 of the batch were published, {} stay pending",
-                row.message_id,
-                row.id,
-                row.topic,
-                rows.len() - published,
-            ))),
+                batch_full,
+            });
+        };
+        let summary = format!(
+            "Failed to publish outbox message {} (row {}) to {}; {} rows of the batch failed \
+             and stay pending with the later rows of their keys, {published} were published, \
+             {} parked",
+            row.message_id,
+            row.id,
+            row.topic,
+            decided.failed.len(),
+            decided.parked.len(),
+        );
+        if published == 0 && decided.parked.is_empty() {
+            // Nothing moved: the broker is probably down. The caller backs off.
+            return Err(anyhow::anyhow!("{error:#}").context(summary));
+        }
+        // Other keys moved on, so this is no outage: the failed keys are retried by the next
+        // pass, which comes without backing off.
+        tracing::warn!(error = format!("{error:#}"), "{summary}");
+        Ok(Pass {
+            published,
+            batch_full,
+        })
+    }
+
+    /// Sorts the rows of a pass by their outcome: published, parked, failed (and charged), or
+    /// left pending without charge behind an earlier failure of their key.
+    async fn decide<'r>(&self, rows: &'r [PendingRow], outcomes: Vec<Outcome>) -> Decided<'r> {
+        let mut decided = Decided::default();
+        // Keys with a failed row in this pass: the first failure of a key is charged to its row,
+        // the later rows of the key only wait behind it.
+        let mut failed_keys = HashSet::new();
+        let mut to_confirm = Vec::new();
+        for (row, outcome) in rows.iter().zip(outcomes) {
+            let error = match outcome {
+                Outcome::Acknowledged => {
+                    // Acknowledged means published, whatever happened to the rows around it:
+                    // a row the broker has is never sent again.
+                    decided.published.push(row);
+                    continue;
+                }
+                Outcome::Held => continue,
+                Outcome::Failed(error) => error,
+            };
+            metrics::counter!("outbox_publish_failures_total", "topic" => row.topic.clone())
+                .increment(1);
+            if row
+                .ordering_key()
+                .is_some_and(|key| !failed_keys.insert(key))
+            {
+                continue;
+            }
+            if kafka::is_permanent(&error) {
+                to_confirm.push((row, error));
+            } else {
+                decided.failed.push((row, error));
+            }
+        }
+        // A broker refuses a whole produce request, so a message can fail "too large" for the
+        // company it was batched with. Only a row that fails permanently when sent alone is
+        // parked. A refusal by librdkafka itself (its own `message.max.bytes`) fails again at
+        // once.
+        for (row, error) in to_confirm {
+            match self.publish(row).await {
+                Ok(_) => decided.published.push(row),
+                Err(again) if kafka::is_permanent(&again) => {
+                    tracing::warn!(
+                        outbox_id = row.id,
+                        message_id = %row.message_id,
+                        topic = %row.topic,
+                        error = format!("{again:#}"),
+                        "the broker refuses an outbox message for good; parked it, and the \
+                         later messages of its key wait until it is retried or dropped"
+                    );
+                    decided.parked.push((row, again));
+                }
+                Err(again) => {
+                    tracing::debug!(
+                        first = format!("{error:#}"),
+                        "a permanent-looking failure did not repeat"
+                    );
+                    decided.failed.push((row, again));
+                }
+            }
+        }
+
+        decided
+    }
+
+    /// Hands `rows` to the producer in id order and waits for the broker's answers.
+    ///
+    /// A row librdkafka refuses at once holds back the later rows of its key, which are then
+    /// not sent at all: sent, they would reach the broker before it. (A failure the broker
+    /// reports later cannot hold back what was already sent: such rows are acknowledged before
+    /// the failed one, and marked, since what the broker has must not be sent again.)
+    async fn publish_rows<'r>(&'r self, rows: &'r [PendingRow]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(rows.len());
+        let mut in_flight = Vec::with_capacity(rows.len());
+        let mut refused_keys = HashSet::new();
+        for (index, row) in rows.iter().enumerate() {
+            if row
+                .ordering_key()
+                .is_some_and(|key| refused_keys.contains(&key))
+            {
+                outcomes.push(Outcome::Held);
+                continue;
+            }
+            match self.enqueue(row) {
+                Ok(publishing) => {
+                    // Replaced by the broker's answer below.
+                    outcomes.push(Outcome::Held);
+                    in_flight.push(async move { (index, publishing.acknowledged().await) });
+                }
+                Err(error) => {
+                    if let Some(key) = row.ordering_key() {
+                        refused_keys.insert(key);
+                    }
+                    outcomes.push(Outcome::Failed(error));
+                }
+            }
+        }
+        if in_flight.is_empty() {
+            return outcomes;
+        }
+
+        let mut topics: Vec<&str> = rows.iter().map(|row| row.topic.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let answers = tokio::select! {
+            answers = join_all(in_flight) => answers,
+            never = self.restore_topics_while_waiting(&topics) => match never {},
+        };
+        for (index, answer) in answers {
+            outcomes[index] = match answer {
+                Ok(_) => Outcome::Acknowledged,
+                Err(error) => Outcome::Failed(error),
+            };
+        }
+        outcomes
+    }
+
+    /// Runs while a batch waits for acknowledgements longer than usual: a broker that restarted
+    /// without its topics (memory storage, a rebuilt cluster) answers publishes to them with
+    /// errors that librdkafka retries until `message.timeout.ms`. Creating the topics again
+    /// lets librdkafka's next retry succeed, instead of failing the batch after 30 s and
+    /// publishing it again only after that.
+    async fn restore_topics_while_waiting(&self, topics: &[&str]) -> Infallible {
+        tokio::time::sleep(RESTORE_TOPICS_AFTER).await;
+        loop {
+            if let Err(error) = self.producer.restore_topics(topics).await {
+                tracing::debug!(
+                    error = format!("{error:#}"),
+                    "cannot check the topics of a slow batch yet"
+                );
+            }
+            tokio::time::sleep(RESTORE_TOPICS_INTERVAL).await;
         }
     }
 
-    /// Publishes one row as it would have been published from the span that recorded it.
+    /// Hands one row to the producer (see [`Self::publish_rows`]), as it would have been
+    /// published from the span that recorded it.
+    fn enqueue<'r>(&'r self, row: &'r PendingRow) -> anyhow::Result<InFlight<'r>> {
+        let (headers, span) = row.headers_and_span();
+        span.in_scope(|| {
+            self.producer.enqueue_bytes(
+                &row.topic,
+                row.key.as_deref().map(str::as_bytes),
+                row.payload.as_deref(),
+                headers,
+            )
+        })
+    }
+
+    /// Publishes one row alone and waits for the answer.
     async fn publish(&self, row: &PendingRow) -> anyhow::Result<Delivery> {
-        let Json(stored) = &row.headers;
-        let mut headers = MessageHeaders::new(&row.message_type).message_id(row.message_id);
-        headers.traceparent.clone_from(&stored.traceparent);
-        headers.correlation_id.clone_from(&stored.correlation_id);
-        headers.extra.clone_from(&stored.extra);
-        // The span continues the recording request's trace, so what the relay logs about this
-        // message can be found next to that request's logs.
-        let span = tracing::info_span!(
-            "outbox.publish",
-            outbox_id = row.id,
-            message_id = %row.message_id,
-            traceparent = stored.traceparent.as_deref(),
-            correlation_id = stored.correlation_id.as_deref(),
-        );
+        let (headers, span) = row.headers_and_span();
         self.producer
             .publish_bytes(
                 &row.topic,
@@ -452,6 +626,7 @@ impl OutboxRelay {
         match Outbox::backlog(&self.pool).await {
             Ok(backlog) => {
                 metrics::gauge!("outbox_pending_rows").set(backlog.pending as f64);
+                metrics::gauge!("outbox_parked_rows").set(backlog.parked as f64);
                 metrics::gauge!("outbox_oldest_pending_age_seconds").set(
                     backlog
                         .oldest_pending_age
@@ -489,7 +664,7 @@ async fn take_relay_lock(tx: &mut PgConnection) -> anyhow::Result<bool> {
 /// publication in seconds.
 async fn mark_published(
     tx: &mut PgConnection,
-    rows: &[PendingRow],
+    rows: &[&PendingRow],
 ) -> anyhow::Result<Vec<(String, f64)>> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -509,19 +684,99 @@ async fn mark_published(
     .context("Failed to mark outbox rows published")
 }
 
-/// Records a failed publish on its row, for the next pass and for whoever investigates.
-async fn record_failure(
-    tx: &mut PgConnection,
-    row: &PendingRow,
-    error: &anyhow::Error,
-) -> anyhow::Result<()> {
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
-        .bind(row.id)
-        .bind(format!("{error:#}"))
-        .execute(&mut *tx)
-        .await
-        .context("Failed to record an outbox publish failure")?;
+/// Parks `rows`: the relay passes over them, and over the later rows of their keys, until an
+/// operator retries or drops them (`outbox::admin`).
+async fn park(tx: &mut PgConnection, rows: &[(&PendingRow, anyhow::Error)]) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, errors): (Vec<i64>, Vec<String>) = rows
+        .iter()
+        .map(|(row, error)| (row.id, format!("{error:#}")))
+        .unzip();
+    sqlx::query(
+        "UPDATE outbox
+         SET parked_at = clock_timestamp(), attempts = attempts + 1, last_error = failed.error
+         FROM unnest($1::bigint[], $2::text[]) AS failed(id, error)
+         WHERE outbox.id = failed.id",
+    )
+    .bind(&ids)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await
+    .context("Failed to park outbox rows")?;
     Ok(())
+}
+
+/// Records failed publishes on their rows, for the next pass and for whoever investigates. A
+/// pending row with `attempts > 0` holds back the later rows of its key until it is published.
+async fn record_failures(
+    tx: &mut PgConnection,
+    rows: &[(&PendingRow, anyhow::Error)],
+) -> anyhow::Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, errors): (Vec<i64>, Vec<String>) = rows
+        .iter()
+        .map(|(row, error)| (row.id, format!("{error:#}")))
+        .unzip();
+    sqlx::query(
+        "UPDATE outbox
+         SET attempts = attempts + 1, last_error = failed.error
+         FROM unnest($1::bigint[], $2::text[]) AS failed(id, error)
+         WHERE outbox.id = failed.id",
+    )
+    .bind(&ids)
+    .bind(&errors)
+    .execute(&mut *tx)
+    .await
+    .context("Failed to record outbox publish failures")?;
+    Ok(())
+}
+
+/// What happened to one row of a pass.
+#[derive(Debug)]
+enum Outcome {
+    /// Not sent: an earlier row of its key was refused in this pass.
+    Held,
+    Acknowledged,
+    Failed(anyhow::Error),
+}
+
+/// What a pass writes back.
+#[derive(Debug, Default)]
+struct Decided<'r> {
+    published: Vec<&'r PendingRow>,
+    parked: Vec<(&'r PendingRow, anyhow::Error)>,
+    /// Transient failures, one per key at most (its first failed row).
+    failed: Vec<(&'r PendingRow, anyhow::Error)>,
+}
+
+impl PendingRow {
+    /// What orders this row among others: its topic and key. `None` (no key) orders nothing.
+    fn ordering_key(&self) -> Option<(&str, &str)> {
+        self.key.as_deref().map(|key| (self.topic.as_str(), key))
+    }
+
+    /// The headers to publish the row with, and the span to publish it in: the span continues
+    /// the recording request's trace, so what the relay logs about this message can be found
+    /// next to that request's logs.
+    fn headers_and_span(&self) -> (MessageHeaders, tracing::Span) {
+        let Json(stored) = &self.headers;
+        let mut headers = MessageHeaders::new(&self.message_type).message_id(self.message_id);
+        headers.traceparent.clone_from(&stored.traceparent);
+        headers.correlation_id.clone_from(&stored.correlation_id);
+        headers.extra.clone_from(&stored.extra);
+        let span = tracing::info_span!(
+            "outbox.publish",
+            outbox_id = self.id,
+            message_id = %self.message_id,
+            traceparent = stored.traceparent.as_deref(),
+            correlation_id = stored.correlation_id.as_deref(),
+        );
+        (headers, span)
+    }
 }
 
 #[cfg(test)]

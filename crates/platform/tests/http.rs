@@ -347,6 +347,88 @@ async fn readiness_is_a_503_problem_naming_each_failing_check() {
     );
 }
 
+/// A check that declares itself non-critical, as the broker check does.
+struct NotCritical(Check);
+
+impl ReadinessCheck for NotCritical {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        self.0.check()
+    }
+
+    fn critical(&self) -> bool {
+        false
+    }
+}
+
+fn broker_down() -> Check {
+    Check {
+        name: "kafka",
+        outcome: Err("Meta data fetch error: BrokerTransportFailure"),
+        delay: Duration::ZERO,
+    }
+}
+
+#[tokio::test]
+async fn a_failing_non_critical_check_degrades_readiness_but_keeps_it_200() {
+    let declared = Health::new()
+        .with(passing("postgres"))
+        .with(NotCritical(broker_down()));
+    // A check that is critical by itself, made degradable where it is added.
+    let added = Health::new()
+        .with(passing("postgres"))
+        .with_degradable(broker_down());
+
+    for health in [declared, added] {
+        let response = get_uri(app_with(health), "/health/ready").await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = serde_json::from_str(&body_text(response).await).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "status": "degraded",
+                "checks": {
+                    "postgres": "ok",
+                    "kafka": {
+                        "status": "degraded",
+                        "reason": "Meta data fetch error: BrokerTransportFailure",
+                    },
+                },
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failing_critical_check_is_a_503_even_next_to_a_degraded_one() {
+    let health = Health::new()
+        .with(Check {
+            name: "postgres",
+            outcome: Err("connection refused"),
+            delay: Duration::ZERO,
+        })
+        .with(NotCritical(broker_down()));
+
+    let response = get_uri(app_with(health), "/health/ready").await;
+
+    let body = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["detail"], "postgres: connection refused");
+    assert_eq!(
+        body["checks"],
+        json!({
+            "postgres": "connection refused",
+            "kafka": {
+                "status": "degraded",
+                "reason": "Meta data fetch error: BrokerTransportFailure",
+            },
+        })
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hanging_check_fails_after_two_seconds() {
     let health = Health::new().with(Check {

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod app;
+mod broker;
 mod contracts;
 mod database;
 mod discovery;
@@ -9,6 +10,7 @@ mod eventually;
 mod names;
 
 pub use app::{TestApp, service_env};
+pub use broker::PrivateBroker;
 pub use contracts::{contract_event, contract_example};
 pub use database::TestDatabase;
 pub use discovery::{kafka_bootstrap_servers, postgres_server_url};

@@ -36,8 +36,13 @@ pub struct Setup {
 
 impl Setup {
     pub async fn new(partitions: i32) -> Self {
+        Self::on_broker(kafka_bootstrap_servers().await, partitions).await
+    }
+
+    /// Like [`Setup::new`], on the broker at `bootstrap_servers` (a private one).
+    pub async fn on_broker(bootstrap_servers: String, partitions: i32) -> Self {
         platform::telemetry::init_for_tests();
-        let config = KafkaConfig::new(kafka_bootstrap_servers().await, "asyncron-outbox-tests");
+        let config = KafkaConfig::new(bootstrap_servers, "asyncron-outbox-tests");
         let db = TestDatabase::create().await;
         outbox::migrate(&db.pool).await.expect("outbox migrations");
         let topic = unique_name("outbox-test");
@@ -71,11 +76,15 @@ impl Setup {
         id
     }
 
+    /// Rows neither published, parked nor dropped.
     pub async fn pending(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.db.pool)
-            .await
-            .expect("count pending rows")
+        sqlx::query_scalar(
+            "SELECT count(*) FROM outbox
+             WHERE published_at IS NULL AND parked_at IS NULL AND dropped_at IS NULL",
+        )
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("count pending rows")
     }
 
     /// Waits until `message_id`'s row is marked published.
@@ -102,6 +111,27 @@ impl Setup {
             (self.pending().await == 0).then_some(())
         })
         .await;
+    }
+
+    /// `(parked, dropped)` of `message_id`'s row.
+    pub async fn parked_or_dropped(&self, message_id: Uuid) -> (bool, bool) {
+        sqlx::query_as(
+            "SELECT parked_at IS NOT NULL, dropped_at IS NOT NULL
+             FROM outbox WHERE message_id = $1",
+        )
+        .bind(message_id)
+        .fetch_one(&self.db.pool)
+        .await
+        .expect("read the row")
+    }
+
+    /// The row id of `message_id`.
+    pub async fn row_id(&self, message_id: Uuid) -> i64 {
+        sqlx::query_scalar("SELECT id FROM outbox WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("read the row")
     }
 
     /// `(attempts, last_error, published)` of `message_id`'s row.
