@@ -176,7 +176,7 @@ unset HTTP_ADDR
 # well-known token keeps the stack starting without setup; set ADMIN_TOKEN to use your own.
 if [[ -z ${ADMIN_TOKEN:-} ]]; then
   export ADMIN_TOKEN=local-admin-token
-  log "ADMIN_TOKEN is unset: the /admin routes of orders, notifications and report-exporter accept 'Bearer local-admin-token'"
+  log "ADMIN_TOKEN is unset: the /admin routes of every service accept 'Bearer local-admin-token'"
 fi
 # report-exporter's CSV files stay under target/, out of the working tree.
 export EXPORT_DIR=${EXPORT_DIR:-$UP_DIR/exports}

@@ -365,6 +365,9 @@ async fn start_services(
             ("KAFKA_BOOTSTRAP_SERVERS", setup.bootstrap.clone()),
             ("LOG_FORMAT", "json".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
+            // No admin endpoints, so no `ADMIN_TOKEN` to make up (services without them
+            // ignore it).
+            ("ADMIN_ROUTES", "false".to_owned()),
         ])
     };
     let databases = &setup.databases;

@@ -36,6 +36,24 @@ pub struct PayloadTooLarge {
     pub limit: usize,
 }
 
+impl PayloadTooLarge {
+    /// The 413 problem for a request whose message was too large, if `error` is that refusal:
+    /// a service's error type calls it before it answers 500, so that the client learns it sent
+    /// too much rather than that the server failed.
+    pub fn problem_in(error: &anyhow::Error) -> Option<platform::http::Problem> {
+        let too_large = error.downcast_ref::<Self>()?;
+        Some(
+            platform::http::Problem::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE).with_detail(
+                format!(
+                    "The change would publish a message of about {} bytes; at most {} can be \
+                     published. Send less.",
+                    too_large.size, too_large.limit
+                ),
+            ),
+        )
+    }
+}
+
 /// The outbox table's operations. A namespace: the table lives in the service's own database,
 /// so there is no state to hold.
 #[derive(Debug, Clone, Copy)]

@@ -110,6 +110,13 @@ impl Env {
         Self { variables }
     }
 
+    /// The same environment with `name` set to `value`, for tests.
+    #[must_use]
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.variables.insert(name.into(), value.into());
+        self
+    }
+
     /// The variable's value, or `None` when it is unset or empty.
     pub fn get(&self, name: &str) -> Option<String> {
         self.variables

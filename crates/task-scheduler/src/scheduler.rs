@@ -672,12 +672,13 @@ async fn schedule_next(
 }
 
 /// Whether the task of the schedule's latest fire is still waiting in the outbox. A row gone
-/// from the outbox (retention) was published long ago.
+/// from the outbox (retention) was published long ago; one an operator dropped after the broker
+/// refused it will never be, and must not hold the recurrence back.
 async fn previous_fire_unpublished(conn: &mut PgConnection, name: &str) -> anyhow::Result<bool> {
     sqlx::query_scalar(
         "SELECT EXISTS (
              SELECT 1 FROM outbox
-             WHERE published_at IS NULL AND message_id = (
+             WHERE published_at IS NULL AND dropped_at IS NULL AND message_id = (
                  SELECT task_id FROM scheduled_tasks
                  WHERE recurring = $1 AND state = 'fired'
                  ORDER BY due_at DESC LIMIT 1))",

@@ -57,7 +57,8 @@ impl IntoResponse for ApiError {
             )
             .with_extension("errors", serde_json::json!(errors)),
             Self::ProductNotFound => Problem::not_found("No product exists with this id."),
-            Self::Internal(error) => Problem::internal(&error),
+            Self::Internal(error) => outbox::PayloadTooLarge::problem_in(&error)
+                .unwrap_or_else(|| Problem::internal(&error)),
         };
         problem.into_response()
     }

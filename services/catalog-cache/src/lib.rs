@@ -24,6 +24,9 @@ use crate::events::PRODUCTS;
 
 pub use config::{Config, SERVICE_NAME};
 
+/// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
+const ADMIN_REALM: &str = "catalog-cache-admin";
+
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
 #[derive(Debug)]
@@ -58,7 +61,14 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        let router = platform::http::app(api::routes(pool.clone()), health, &settings);
+        // The outbox rows the broker refused for good (`/admin/outbox/parked`), behind the token.
+        let api = platform::http::admin::mount(
+            api::routes(pool.clone()),
+            &config.admin,
+            ADMIN_REALM,
+            || outbox::admin::router(pool.clone()),
+        );
+        let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await
             .with_context(|| format!("Failed to bind HTTP_ADDR {}", config.common.http_addr))?;

@@ -78,6 +78,7 @@ impl Application {
                 let queue = TaskQueue::new(config.tasks_topic.clone(), producer.clone());
                 admin::router(DeadLetters::new(pool.clone(), queue), schedules.clone())
                     .merge(dead_letters::admin::router(dead_letters.clone()))
+                    .merge(outbox::admin::router(pool.clone()))
             },
         );
         let health = Health::new()

@@ -100,7 +100,8 @@ impl From<ApiError> for Problem {
                     .with_title("Catalog unavailable")
                     .with_detail("catalog-cache did not answer in time; try again later.")
             }
-            ApiError::Internal(error) => Problem::internal(&error),
+            ApiError::Internal(error) => outbox::PayloadTooLarge::problem_in(&error)
+                .unwrap_or_else(|| Problem::internal(&error)),
         }
     }
 }

@@ -58,7 +58,8 @@ impl From<ApiError> for Problem {
                 "Export {export_id} is {state}; its file can be downloaded once it is completed."
             ))
             .with_extension("export_status", state.as_str()),
-            ApiError::Internal(error) => Problem::internal(&error),
+            ApiError::Internal(error) => outbox::PayloadTooLarge::problem_in(&error)
+                .unwrap_or_else(|| Problem::internal(&error)),
         }
     }
 }

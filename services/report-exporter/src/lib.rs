@@ -123,12 +123,14 @@ impl Application {
             request_timeout: config.common.request_timeout,
             ..HttpSettings::default()
         };
-        // The schedules (`/admin/schedules`) and the messages the projection, the export
-        // runner and the task worker set aside (`/admin/dead-letters`), behind the bearer token.
+        // The schedules (`/admin/schedules`), the messages the projection, the export runner and
+        // the task worker set aside (`/admin/dead-letters`) and the outbox rows the broker
+        // refused (`/admin/outbox/parked`), behind the bearer token.
         let api =
             platform::http::admin::mount(routes::router(state), &config.admin, ADMIN_REALM, || {
                 task_scheduler::admin::router(Schedules::new(pool.clone()))
                     .merge(dead_letters::admin::router(dead_letters.clone()))
+                    .merge(outbox::admin::router(pool.clone()))
             });
         let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)

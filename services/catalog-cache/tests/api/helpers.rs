@@ -17,6 +17,9 @@ pub const TOPIC: &str = "catalog-cache.products.v1";
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running catalog-cache with a database of its own, and its API as methods.
+/// The `ADMIN_TOKEN` of every test instance.
+pub const ADMIN_TOKEN: &str = "test-admin-token-3b9e51";
+
 pub struct CatalogCache {
     app: TestApp,
     /// Held for the life of the test: dropping it drops the database.
@@ -27,7 +30,9 @@ pub struct CatalogCache {
 pub async fn spawn_app() -> CatalogCache {
     platform::telemetry::init_for_tests();
     let database = TestDatabase::create().await;
-    let env = test_support::service_env(&database).await;
+    let env = test_support::service_env(&database)
+        .await
+        .with("ADMIN_TOKEN", ADMIN_TOKEN);
     let config = Config::from_env(&env).expect("valid test configuration");
     let app = Application::build(config)
         .await
@@ -101,6 +106,14 @@ impl CatalogCache {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.app.get(path).await
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.app.client
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.app.url(path)
     }
 
     /// The service's own database, to look behind the API.
