@@ -43,8 +43,14 @@ const TEND_INTERVAL: Duration = Duration::from_millis(10);
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time for the final commit, on top of the drain timeout, before `wait` gives up on the thread.
 const COMMIT_GRACE: Duration = Duration::from_secs(10);
-/// Re-provisioning after an unknown-topic error happens at most this often.
+/// Re-provisioning after an unknown-topic error happens at most this often, and the provisioned
+/// topics are looked up this often, so that a topic the broker lost is created again.
 const REPROVISION_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a member that lost its assignment waits to be given partitions again before it
+/// joins its group anew (see `rejoin_if_left_out`).
+const REJOIN_AFTER: Duration = Duration::from_secs(10);
+/// How long that look-up may hold the poll thread while the broker does not answer.
+const LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 
 type PartitionKey = (String, i32);
 
@@ -116,6 +122,7 @@ pub(super) fn start<H: Handler>(
         partitions: Mutex::new(HashMap::new()),
         max_in_flight: builder.max_in_flight_per_partition,
         drain_timeout: builder.drain_timeout,
+        lost_at: Mutex::new(None),
     };
     let consumer: BaseConsumer<Context<H>> = builder
         .config
@@ -134,6 +141,7 @@ pub(super) fn start<H: Handler>(
         killed: killed.clone(),
         config: builder.config,
         provision: builder.provision,
+        topics: builder.topics,
     };
     std::thread::Builder::new()
         .name(format!("kafka-{}", builder.group_id))
@@ -370,6 +378,9 @@ struct Context<H> {
     partitions: Mutex<HashMap<PartitionKey, PartitionState>>,
     max_in_flight: usize,
     drain_timeout: Duration,
+    /// When the member lost its assignment (its coordinator went away) and has not been given
+    /// partitions since.
+    lost_at: Mutex<Option<Instant>>,
 }
 
 impl<H: Handler> ClientContext for Context<H> {}
@@ -378,6 +389,9 @@ impl<H: Handler> ConsumerContext for Context<H> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
+                if assigned.count() > 0 {
+                    *lock(&self.lost_at) = None;
+                }
                 let mut partitions = lock(&self.partitions);
                 for element in assigned.elements() {
                     tracing::info!(group = %self.lanes.group, topic = element.topic(), partition = element.partition(), "partition assigned");
@@ -405,6 +419,9 @@ impl<H: Handler> ConsumerContext for Context<H> {
                         partitions.remove(key);
                     }
                     return;
+                }
+                if consumer.assignment_lost() {
+                    lock(&self.lost_at).get_or_insert_with(Instant::now);
                 }
                 tracing::info!(group = %self.lanes.group, partitions = ?keys, "partitions revoked; draining");
                 self.drain(&keys);
@@ -549,12 +566,14 @@ struct PollLoop<H: Handler> {
     killed: Arc<AtomicBool>,
     config: KafkaConfig,
     provision: Vec<TopicSpec>,
+    topics: Vec<String>,
 }
 
 impl<H: Handler> PollLoop<H> {
     fn run(&self) -> anyhow::Result<()> {
         let context = self.consumer.context();
         let mut last_provision: Option<Instant> = None;
+        let mut last_lookup = Instant::now();
         let mut last_tend = Instant::now();
         loop {
             if self.killed.load(Ordering::SeqCst) {
@@ -575,6 +594,11 @@ impl<H: Handler> PollLoop<H> {
                 context.tend(&self.consumer);
                 last_tend = Instant::now();
             }
+            if last_lookup.elapsed() >= REPROVISION_INTERVAL {
+                self.provision_lost_topics(&mut last_provision);
+                self.rejoin_if_left_out(context);
+                last_lookup = Instant::now();
+            }
             // Wait for one message, then take what is already fetched without waiting.
             let mut timeout = POLL_INTERVAL;
             for _ in 0..POLL_BATCH {
@@ -593,6 +617,68 @@ impl<H: Handler> PollLoop<H> {
         }
         self.stop(context);
         Ok(())
+    }
+
+    /// Provisions again the topics this consumer provisions that the broker no longer knows: a
+    /// broker that lost its state (a restart without durable storage) does not report them as
+    /// an error to a member that was already subscribed, it only stops assigning them, and the
+    /// owner that would create them again may be down. Once created, the next metadata refresh
+    /// (`topic.metadata.refresh.interval.ms`) brings the partitions back into the group.
+    fn provision_lost_topics(&self, last_provision: &mut Option<Instant>) {
+        let lost: Vec<TopicSpec> = self
+            .provision
+            .iter()
+            .filter(|spec| {
+                match self
+                    .consumer
+                    .fetch_metadata(Some(&spec.name), LOOKUP_TIMEOUT)
+                {
+                    Ok(metadata) => metadata.topics().iter().all(|topic| {
+                        topic.name() != spec.name
+                            || topic.error().is_some()
+                            || topic.partitions().is_empty()
+                    }),
+                    // The broker does not answer: nothing to learn now.
+                    Err(_) => false,
+                }
+            })
+            .cloned()
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        *last_provision = Some(Instant::now());
+        let names: Vec<&str> = lost.iter().map(|spec| spec.name.as_str()).collect();
+        tracing::warn!(topics = ?names, "the broker lost subscribed topics; provisioning them again");
+        let provisioned = self
+            .consumer
+            .context()
+            .runtime
+            .block_on(ensure_topics(&self.config, &lost));
+        if let Err(error) = provisioned {
+            tracing::warn!(error = format!("{error:#}"), "failed to provision topics");
+        }
+    }
+
+    /// Joins the group again when the member lost its assignment and was not given partitions
+    /// back within [`REJOIN_AFTER`]. A coordinator that lost its state (a broker restarted
+    /// without durable storage) may go on accepting the old member's heartbeats without telling
+    /// it to rejoin, which would leave it out of its group for good; subscribing again makes it
+    /// join. Only after a loss: a member that merely has no partitions (more members than
+    /// partitions) is left alone.
+    fn rejoin_if_left_out(&self, context: &Context<H>) {
+        let left_out = lock(&context.lost_at).is_some_and(|at| at.elapsed() >= REJOIN_AFTER)
+            && context.assigned().is_empty();
+        if !left_out {
+            return;
+        }
+        tracing::warn!(group = %context.lanes.group, "the assignment was lost and not given back; joining the group again");
+        *lock(&context.lost_at) = Some(Instant::now());
+        self.consumer.unsubscribe();
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        if let Err(error) = self.consumer.subscribe(&topics) {
+            tracing::warn!(%error, "failed to subscribe again");
+        }
     }
 
     fn on_error(&self, error: &KafkaError, last_provision: &mut Option<Instant>) {
