@@ -172,11 +172,17 @@ if [[ -n ${HTTP_ADDR:-} ]]; then
 fi
 unset HTTP_ADDR
 
-# orders, notifications and report-exporter refuse to enable their /admin routes without a token. Locally a
+# Every service refuses to enable its /admin routes without a token. Locally a
 # well-known token keeps the stack starting without setup; set ADMIN_TOKEN to use your own.
 if [[ -z ${ADMIN_TOKEN:-} ]]; then
   export ADMIN_TOKEN=local-admin-token
   log "ADMIN_TOKEN is unset: the /admin routes of every service accept 'Bearer local-admin-token'"
+fi
+# report-exporter's /exports routes need EXPORTS_TOKEN the same way (an export holds every
+# customer's e-mail address).
+if [[ -z ${EXPORTS_TOKEN:-} ]]; then
+  export EXPORTS_TOKEN=local-exports-token
+  log "EXPORTS_TOKEN is unset: report-exporter's /exports routes accept 'Bearer local-exports-token'"
 fi
 # report-exporter's CSV files stay under target/, out of the working tree.
 export EXPORT_DIR=${EXPORT_DIR:-$UP_DIR/exports}

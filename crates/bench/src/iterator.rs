@@ -261,6 +261,8 @@ impl Setup {
             ),
             ("EXPORT_DIR", self.export_dir().display().to_string()),
             ("ADMIN_ROUTES", "false".to_owned()),
+            // The bench calls the export API on loopback only.
+            ("EXPORTS_AUTH", "false".to_owned()),
             // A queue of its own: with fresh consumer groups, the service's worker would
             // otherwise replay the nightly-export triggers other instances left on the shared
             // topic, and run those exports during the measurement.

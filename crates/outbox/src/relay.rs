@@ -412,8 +412,8 @@ impl OutboxRelay {
         let decided = self.decide(&rows, outcomes).await;
 
         let delays = mark_published(&mut tx, &decided.published).await?;
-        park(&mut tx, &decided.parked).await?;
-        record_failures(&mut tx, &decided.failed).await?;
+        record_failures(&mut tx, &decided.parked, true).await?;
+        record_failures(&mut tx, &decided.failed, false).await?;
         tx.commit()
             .await
             .context("Failed to commit the outbox relay transaction")?;
@@ -684,35 +684,14 @@ async fn mark_published(
     .context("Failed to mark outbox rows published")
 }
 
-/// Parks `rows`: the relay passes over them, and over the later rows of their keys, until an
-/// operator retries or drops them (`outbox::admin`).
-async fn park(tx: &mut PgConnection, rows: &[(&PendingRow, anyhow::Error)]) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let (ids, errors): (Vec<i64>, Vec<String>) = rows
-        .iter()
-        .map(|(row, error)| (row.id, format!("{error:#}")))
-        .unzip();
-    sqlx::query(
-        "UPDATE outbox
-         SET parked_at = clock_timestamp(), attempts = attempts + 1, last_error = failed.error
-         FROM unnest($1::bigint[], $2::text[]) AS failed(id, error)
-         WHERE outbox.id = failed.id",
-    )
-    .bind(&ids)
-    .bind(&errors)
-    .execute(&mut *tx)
-    .await
-    .context("Failed to park outbox rows")?;
-    Ok(())
-}
-
 /// Records failed publishes on their rows, for the next pass and for whoever investigates. A
 /// pending row with `attempts > 0` holds back the later rows of its key until it is published.
+/// With `park`, the rows are parked as well: the relay passes over them, and over the later rows
+/// of their keys, until an operator retries or drops them (`outbox::admin`).
 async fn record_failures(
     tx: &mut PgConnection,
     rows: &[(&PendingRow, anyhow::Error)],
+    park: bool,
 ) -> anyhow::Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -723,15 +702,23 @@ async fn record_failures(
         .unzip();
     sqlx::query(
         "UPDATE outbox
-         SET attempts = attempts + 1, last_error = failed.error
+         SET attempts = attempts + 1, last_error = failed.error,
+             parked_at = CASE WHEN $3 THEN clock_timestamp() ELSE parked_at END
          FROM unnest($1::bigint[], $2::text[]) AS failed(id, error)
          WHERE outbox.id = failed.id",
     )
     .bind(&ids)
     .bind(&errors)
+    .bind(park)
     .execute(&mut *tx)
     .await
-    .context("Failed to record outbox publish failures")?;
+    .with_context(|| {
+        if park {
+            "Failed to park outbox rows"
+        } else {
+            "Failed to record outbox publish failures"
+        }
+    })?;
     Ok(())
 }
 

@@ -45,6 +45,39 @@ pub struct Config {
     pub nightly: NightlyConfig,
     /// `ADMIN_ROUTES` and `ADMIN_TOKEN`: the schedule admin endpoints and their bearer token.
     pub admin: AdminConfig,
+    /// `EXPORTS_AUTH` and `EXPORTS_TOKEN`: who may use `/exports`.
+    pub exports_auth: ExportsAuth,
+}
+
+/// Who may start, watch, control and download exports. An export holds every customer's e-mail
+/// address, so the default is a bearer token, with the same rules as `ADMIN_TOKEN`: no default
+/// token, constant-time comparison (`platform::http::admin::protect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportsAuth {
+    /// `EXPORTS_AUTH=false`, for local use only: anyone who reaches the port may.
+    Open,
+    /// Every `/exports` route answers only requests with `Authorization: Bearer <EXPORTS_TOKEN>`.
+    Bearer(AdminToken),
+}
+
+impl ExportsAuth {
+    /// Reads `EXPORTS_AUTH` (default `true`) and, while it is `true`, the required
+    /// `EXPORTS_TOKEN`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if !env.parse_or("EXPORTS_AUTH", true)? {
+            return Ok(Self::Open);
+        }
+        let token = env.get("EXPORTS_TOKEN").ok_or_else(|| {
+            ConfigError::invalid(
+                "EXPORTS_TOKEN",
+                "",
+                "required while EXPORTS_AUTH is true (the default): exports hold every \
+                 customer's e-mail address. Set a long random token, e.g. `openssl rand -hex 32`, \
+                 or EXPORTS_AUTH=false on a machine nobody else reaches",
+            )
+        })?;
+        Ok(Self::Bearer(AdminToken::new(token)))
+    }
 }
 
 /// The `nightly-orders-export` recurring schedule, upserted at every start.
@@ -72,6 +105,7 @@ impl Config {
             public_url: env.string_or("EXPORT_PUBLIC_URL", DEFAULT_PUBLIC_URL),
             nightly: NightlyConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
+            exports_auth: ExportsAuth::from_env(env)?,
         })
     }
 }
@@ -93,15 +127,39 @@ mod tests {
 
     #[test]
     fn the_consumer_group_prefix_defaults_to_the_service_name() {
-        let config = Config::from_env(&Env::from_pairs([("ADMIN_ROUTES", "false")])).unwrap();
+        let config = Config::from_env(&Env::from_pairs([
+            ("ADMIN_ROUTES", "false"),
+            ("EXPORTS_AUTH", "false"),
+        ]))
+        .unwrap();
         assert_eq!(config.consumer_group_prefix, "report-exporter");
 
         let config = Config::from_env(&Env::from_pairs([
             ("KAFKA_CONSUMER_GROUP_PREFIX", "report-exporter-staging"),
             ("ADMIN_ROUTES", "false"),
+            ("EXPORTS_AUTH", "false"),
         ]))
         .unwrap();
         assert_eq!(config.consumer_group_prefix, "report-exporter-staging");
+    }
+
+    #[test]
+    fn exports_need_a_token_unless_they_are_opened_for_local_use() {
+        let error = Config::from_env(&Env::from_pairs([("ADMIN_ROUTES", "false")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("EXPORTS_TOKEN"), "{error}");
+
+        let open = Env::from_pairs([("ADMIN_ROUTES", "false"), ("EXPORTS_AUTH", "false")]);
+        assert_eq!(
+            Config::from_env(&open).unwrap().exports_auth,
+            ExportsAuth::Open
+        );
+        let guarded = Env::from_pairs([("ADMIN_ROUTES", "false"), ("EXPORTS_TOKEN", "t0k3n")]);
+        assert_eq!(
+            Config::from_env(&guarded).unwrap().exports_auth,
+            ExportsAuth::Bearer(AdminToken::new("t0k3n"))
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, NightlyConfig, SERVICE_NAME,
+    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, ExportsAuth, NightlyConfig, SERVICE_NAME,
 };
 pub use export_job::CSV_HEADER;
 pub use nightly::NIGHTLY_SCHEDULE;
@@ -39,6 +39,8 @@ use crate::routes::AppState;
 
 /// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
 const ADMIN_REALM: &str = "report-exporter-admin";
+/// The realm of the `/exports` routes' challenge.
+const EXPORTS_REALM: &str = "report-exporter-exports";
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -126,12 +128,20 @@ impl Application {
         // The schedules (`/admin/schedules`), the messages the projection, the export runner and
         // the task worker set aside (`/admin/dead-letters`) and the outbox rows the broker
         // refused (`/admin/outbox/parked`), behind the bearer token.
-        let api =
-            platform::http::admin::mount(routes::router(state), &config.admin, ADMIN_REALM, || {
-                task_scheduler::admin::router(Schedules::new(pool.clone()))
-                    .merge(dead_letters::admin::router(dead_letters.clone()))
-                    .merge(outbox::admin::router(pool.clone()))
-            });
+        let exports = match &config.exports_auth {
+            ExportsAuth::Bearer(token) => {
+                platform::http::admin::protect(routes::router(state), token.clone(), EXPORTS_REALM)
+            }
+            ExportsAuth::Open => {
+                tracing::warn!("EXPORTS_AUTH=false: /exports answers anyone who reaches the port");
+                routes::router(state)
+            }
+        };
+        let api = platform::http::admin::mount(exports, &config.admin, ADMIN_REALM, || {
+            task_scheduler::admin::router(Schedules::new(pool.clone()))
+                .merge(dead_letters::admin::router(dead_letters.clone()))
+                .merge(outbox::admin::router(pool.clone()))
+        });
         let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)
             .await

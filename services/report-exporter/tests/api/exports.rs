@@ -395,3 +395,44 @@ async fn a_cell_a_spreadsheet_would_run_as_a_formula_is_exported_as_text() {
     assert_eq!(&records[0][4], "'@evil.example");
     assert_eq!(&records[0][7], "'+EUR");
 }
+
+/// Exports hold every customer's e-mail address: every `/exports` route needs `EXPORTS_TOKEN`.
+#[tokio::test]
+async fn every_exports_route_needs_the_exports_token() {
+    let app = spawn_app().await;
+    let base = app.http.url("");
+    let export_id = app
+        .exports
+        .start(start(), start() + TimeDelta::seconds(1), json!({}))
+        .await;
+
+    for token in [
+        None,
+        Some("not-the-token"),
+        Some(crate::helpers::ADMIN_TOKEN),
+    ] {
+        let stranger = ExportsClient::with_token(&base, token);
+        let body = json!({ "from": start(), "to": start() + TimeDelta::seconds(1) });
+        let responses = [
+            stranger.create(&body).await,
+            stranger.get(export_id).await,
+            stranger.control(export_id, "pause").await,
+            stranger.control(export_id, "resume").await,
+            stranger.control(export_id, "cancel").await,
+            stranger.download(export_id).await,
+        ];
+        for response in responses {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+            let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+            assert!(
+                challenge.starts_with(r#"Bearer realm="report-exporter-exports""#),
+                "{challenge}"
+            );
+        }
+    }
+    assert_eq!(app.exports.get(export_id).await.status(), StatusCode::OK);
+}

@@ -24,11 +24,27 @@ pub struct ExportsClient {
 }
 
 impl ExportsClient {
-    /// `base` as `http://127.0.0.1:1234`.
+    /// `base` as `http://127.0.0.1:1234`; every request carries the test instances'
+    /// `EXPORTS_TOKEN`.
     pub fn new(base: &str) -> Self {
+        Self::with_token(base, Some(crate::helpers::EXPORTS_TOKEN))
+    }
+
+    /// A client that sends `token` as its bearer token, or none.
+    pub fn with_token(base: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("a header value"),
+            );
+        }
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("an HTTP client"),
         }
     }
 

@@ -24,6 +24,8 @@ use crate::exports_helpers::ExportsClient;
 pub const ORDERS_TOPIC: &str = "orders.orders.v1";
 /// The `ADMIN_TOKEN` of every test instance.
 pub const ADMIN_TOKEN: &str = "test-admin-token-5c07e1";
+/// The `EXPORTS_TOKEN` of every test instance.
+pub const EXPORTS_TOKEN: &str = "test-exports-token-9a4f17";
 /// Long enough for a consumer group join and a few event hops on a busy 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -107,6 +109,7 @@ pub async fn service_env(database_url: &str) -> Vec<(String, String)> {
             unique_name("report-exporter-test-iterations"),
         ),
         ("ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("EXPORTS_TOKEN", EXPORTS_TOKEN.to_owned()),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
