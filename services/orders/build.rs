@@ -1,7 +1,5 @@
-//! `sqlx::migrate!` embeds `migrations/` at compile time, but Cargo only knows to rebuild when a
-//! tracked file changes. Watching the directory makes a newly added migration trigger a rebuild
-//! instead of being silently left out of the binary.
-
+//! Rebuilds the crate when a migration is added: `sqlx::migrate!` embeds the folder's files at
+//! compile time, and cargo does not otherwise watch it.
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
 }

@@ -36,6 +36,9 @@ pub struct Config {
     pub tasks_topic: String,
     /// `ADMIN_ROUTES` and `ADMIN_TOKEN`: the schedule admin endpoints and their bearer token.
     pub admin: AdminConfig,
+    /// `IDEMPOTENCY_KEY_TTL` (default `24h`): how long an `Idempotency-Key` of `POST /orders`
+    /// is remembered; a retry after that places a new order.
+    pub idempotency_ttl: Duration,
 }
 
 impl Config {
@@ -47,6 +50,8 @@ impl Config {
             payment_timeout: payment_timeout(env)?,
             tasks_topic: env.string_or("ORDERS_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
             admin: AdminConfig::from_env(env)?,
+            idempotency_ttl: env
+                .positive_duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_hours(24))?,
         })
     }
 }

@@ -3,6 +3,7 @@
 mod catalog;
 mod config;
 mod error;
+mod idempotency;
 mod notification_tasks;
 mod order_tasks;
 mod orders;
@@ -95,6 +96,7 @@ impl Application {
             follow_ups: FollowUps {
                 notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
                 orders_tasks_topic: config.tasks_topic.clone(),
+                idempotency_ttl: config.idempotency_ttl,
                 payment_timeout: config.payment_timeout,
             },
         };

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::SERVICE_NAME;
 use crate::catalog::CatalogProduct;
 use crate::error::ApiError;
+use crate::idempotency::{self, IdempotencyKey, Seen};
 use crate::notification_tasks::{SendOrderCancelled, SendOrderConfirmation, SendPaymentReminder};
 use crate::order_tasks::CancelUnpaidOrder;
 use crate::pricing::PriceLookup;
@@ -43,15 +44,15 @@ pub fn payment_reminder_key(order_id: Uuid) -> String {
     format!("order:{order_id}:payment-reminder")
 }
 
-/// The body of `POST /orders`.
-#[derive(Debug, Clone, Deserialize)]
+/// The body of `POST /orders`. Serialised again only to fingerprint it for `Idempotency-Key`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct PlaceOrder {
     pub customer_id: String,
     pub customer_email: String,
     pub items: Vec<RequestedItem>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct RequestedItem {
     pub product_id: String,
     pub quantity: i32,
@@ -121,6 +122,8 @@ struct StoredOrder {
 /// What placing an order sets in motion besides storing it.
 #[derive(Debug, Clone)]
 pub struct FollowUps {
+    /// `IDEMPOTENCY_KEY_TTL`: how long an `Idempotency-Key` of `POST /orders` is remembered.
+    pub idempotency_ttl: Duration,
     /// notifications' task queue, `notifications.tasks.v1`: the confirmation, the payment
     /// reminder and the cancellation notice go there.
     pub notifications: TaskQueue,
@@ -160,8 +163,17 @@ pub async fn place(
     prices: &PriceLookup,
     follow_ups: &FollowUps,
     request: PlaceOrder,
+    key: Option<&IdempotencyKey>,
 ) -> Result<Order, ApiError> {
     validate(&request)?;
+    // The request as parsed, not as sent: whitespace or field order do not make it another one.
+    let fingerprint = serde_json::to_vec(&request).context("Failed to encode the request")?;
+    let ttl = follow_ups.idempotency_ttl.as_secs_f64();
+    if let Some(key) = key
+        && let Some(order) = placed_before(pool, key, &fingerprint, ttl).await?
+    {
+        return Ok(order);
+    }
     let mut product_ids: Vec<String> = request
         .items
         .iter()
@@ -171,7 +183,37 @@ pub async fn place(
     product_ids.dedup();
     let catalog = prices.products(&product_ids).await?;
     let priced_items = price(&request.items, &catalog)?;
-    Ok(insert(pool, follow_ups, &request, priced_items).await?)
+    let claim = key.map(|key| (key, fingerprint.as_slice()));
+    if let Some(order) = insert(pool, follow_ups, &request, priced_items, claim).await? {
+        return Ok(order);
+    }
+    // A concurrent request with the key committed first: answer with its order.
+    let key = key.expect("only a claimed key loses a race");
+    placed_before(pool, key, &fingerprint, ttl)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the idempotency key was lost after a conflict"))
+        .map_err(ApiError::from)
+}
+
+/// The order placed with `key` before, if the key is remembered; a 422 when it was used with
+/// another request.
+async fn placed_before(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+    ttl_seconds: f64,
+) -> Result<Option<Order>, ApiError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("Failed to get a database connection")?;
+    match idempotency::lookup(&mut conn, key, fingerprint, ttl_seconds).await? {
+        Seen::New => Ok(None),
+        Seen::OtherRequest => Err(ApiError::IdempotencyKeyReused),
+        Seen::Placed(order_id) => Ok(load(&mut conn, order_id, Lock::None)
+            .await?
+            .map(|stored| stored.order)),
+    }
 }
 
 /// The order with its items, if it exists.
@@ -490,13 +532,24 @@ async fn insert(
     follow_ups: &FollowUps,
     request: &PlaceOrder,
     priced: PricedItems,
-) -> anyhow::Result<Order> {
+    claim: Option<(&IdempotencyKey, &[u8])>,
+) -> anyhow::Result<Option<Order>> {
     let order_id = Uuid::now_v7();
     let status = OrderStatus::PendingPayment;
     let mut tx = pool
         .begin()
         .await
         .context("Failed to begin the order transaction")?;
+    // First, so that a concurrent request with the same key waits here for this transaction.
+    if let Some((key, fingerprint)) = claim {
+        let ttl = follow_ups.idempotency_ttl.as_secs_f64();
+        if !idempotency::claim(&mut tx, key, fingerprint, order_id, ttl).await? {
+            tx.rollback()
+                .await
+                .context("Failed to end the order transaction")?;
+            return Ok(None);
+        }
+    }
 
     // The database's clock sets `created_at` and the deadline, so the response shows what a
     // later read returns.
@@ -585,7 +638,7 @@ async fn insert(
     tx.commit()
         .await
         .context("Failed to commit the order transaction")?;
-    Ok(order)
+    Ok(Some(order))
 }
 
 /// Schedules, in the order's transaction, `CancelUnpaidOrder` on orders' own queue at

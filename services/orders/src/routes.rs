@@ -3,8 +3,8 @@
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use platform::http::{Json, Path};
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::catalog::{self, SyncedProduct};
 use crate::error::ApiError;
+use crate::idempotency::{self, IdempotencyKey};
 use crate::orders::{self, FollowUps, Order, PlaceOrder};
 use crate::pricing::PriceLookup;
 
@@ -45,9 +46,22 @@ pub fn router(state: AppState) -> Router {
 )]
 async fn place_order(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let order = orders::place(&state.pool, &state.prices, &state.follow_ups, request).await?;
+    let key = headers
+        .get(idempotency::HEADER)
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
+        .map_err(ApiError::InvalidIdempotencyKey)?;
+    let order = orders::place(
+        &state.pool,
+        &state.prices,
+        &state.follow_ups,
+        request,
+        key.as_ref(),
+    )
+    .await?;
     tracing::Span::current().record("order_id", tracing::field::display(order.order_id));
     tracing::info!(total_cents = order.total_cents, "order placed");
     let location = format!("/orders/{}", order.order_id);

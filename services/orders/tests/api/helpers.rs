@@ -35,8 +35,9 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-8d41a2";
 pub struct TestApp {
     /// The untyped client, for requests the typed methods below do not cover.
     pub http: test_support::TestApp,
-    /// Dropped after the service: dropping it removes the database.
-    _database: TestDatabase,
+    /// The service's database, to look behind the API; dropped after the service: dropping it
+    /// removes the database.
+    pub database: TestDatabase,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -78,7 +79,7 @@ pub async fn spawn_app_with_env(
     let address = app.local_addr();
     TestApp {
         http: test_support::TestApp::spawn(address, |shutdown| app.run_until_stopped(shutdown)),
-        _database: database,
+        database,
     }
 }
 

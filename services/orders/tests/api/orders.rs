@@ -458,3 +458,82 @@ async fn paying_an_unknown_order_is_404() {
     )
     .await;
 }
+
+/// `POST /orders` with an `Idempotency-Key`: `(status, body)`.
+async fn post_with_key(app: &TestApp, key: &str, order: &Value) -> (StatusCode, Value) {
+    let response = app
+        .http
+        .client
+        .post(app.http.url("/orders"))
+        .header("Idempotency-Key", key)
+        .json(order)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn orders_of(app: &TestApp, customer_id: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders WHERE customer_id = $1")
+        .bind(customer_id)
+        .fetch_one(&app.database.pool)
+        .await
+        .unwrap()
+}
+
+/// A client that retries after a timeout, or sends the same request twice at once, places one
+/// order; the same key with another request is refused; a key is bounded visible ASCII.
+#[tokio::test]
+async fn an_idempotency_key_places_one_order_however_often_and_concurrently_it_is_sent() {
+    let app = spawn_app().await;
+    let catalog = CatalogCache::new().await;
+    let cup = Product::new(1250);
+    catalog.seed(&app, &cup).await;
+    let mut order = order_of(&[(&cup, 2)]);
+    order["customer_id"] = json!("c-idempotent");
+    let key = Uuid::now_v7().to_string();
+
+    let (status, first) = post_with_key(&app, &key, &order).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, again) = post_with_key(&app, &key, &order).await;
+    assert_eq!(status, StatusCode::CREATED, "the first response again");
+    assert_eq!(again["order_id"], first["order_id"]);
+    assert_eq!(again["total_cents"], first["total_cents"]);
+    assert_eq!(orders_of(&app, "c-idempotent").await, 1);
+
+    // Another request under the same key: 422 naming the header; nothing placed.
+    let mut other = order.clone();
+    other["items"][0]["quantity"] = json!(3);
+    let (status, problem) = post_with_key(&app, &key, &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["title"], "Idempotency-Key reused");
+    assert!(
+        problem["errors"]["Idempotency-Key"].is_string(),
+        "{problem}"
+    );
+    assert_eq!(orders_of(&app, "c-idempotent").await, 1);
+
+    // Eight at once with a new key: one order, and every answer is it.
+    order["customer_id"] = json!("c-concurrent");
+    let key = Uuid::now_v7().to_string();
+    let answers =
+        futures::future::join_all((0..8).map(|_| post_with_key(&app, &key, &order))).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::CREATED, "{body}");
+            body["order_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{answers:?}");
+    assert_eq!(orders_of(&app, "c-concurrent").await, 1);
+
+    for bad in ["", "a key", &"k".repeat(256)] {
+        let (status, problem) = post_with_key(&app, bad, &order).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        assert!(
+            problem["errors"]["Idempotency-Key"].is_string(),
+            "{problem}"
+        );
+    }
+}
