@@ -18,11 +18,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use platform::http::{Json, Path, Problem, Query};
+use platform::http::{Json, Page, Path, Problem, Query};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::{DeadLetter, DeadLetterStore, MAX_PAGE, Page, ReplayOutcome, Replayed};
+use crate::{DeadLetter, DeadLetterStore, MAX_PAGE, ReplayOutcome, Replayed};
 
 /// How many dead letters a page holds when `limit` is not given.
 const DEFAULT_LIMIT: u32 = 100;
@@ -118,7 +118,7 @@ fn checked_consumer(consumer: Option<&str>) -> Result<Option<&str>, AdminError> 
 async fn list(
     State(store): State<Arc<DeadLetterStore>>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page>, AdminError> {
+) -> Result<Json<Page<DeadLetter>>, AdminError> {
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(AdminError::InvalidQuery(

@@ -3,7 +3,7 @@
 pub mod admin;
 mod store;
 
-pub use store::{DeadLetter, DeadLetterStore, Page, ReplayOutcome, Replayed, SetAside, State};
+pub use store::{DeadLetter, DeadLetterStore, ReplayOutcome, Replayed, SetAside, State};
 
 /// The most items a page of [`DeadLetterStore::list`] holds.
 pub const MAX_PAGE: u32 = 500;

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use kafka::{Failure, FailurePolicy, Handler, HandlerError, Message};
+use platform::http::Page;
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -109,14 +110,6 @@ pub struct DeadLetter {
     pub state_changed_at: Option<DateTime<Utc>>,
 }
 
-/// One page of [`DeadLetterStore::list`].
-#[derive(Debug, Clone, Serialize)]
-pub struct Page {
-    pub items: Vec<DeadLetter>,
-    /// Pass as `after` for the next page; `null` on the last page.
-    pub next_cursor: Option<Uuid>,
-}
-
 /// What a replay came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayOutcome {
@@ -182,7 +175,7 @@ impl DeadLetterStore {
         consumer: Option<&str>,
         after: Option<Uuid>,
         limit: u32,
-    ) -> anyhow::Result<Page> {
+    ) -> anyhow::Result<Page<DeadLetter>> {
         let limit = limit.clamp(1, crate::MAX_PAGE);
         let rows: Vec<Row> = sqlx::query_as(concat!(
             "SELECT ",
@@ -195,17 +188,15 @@ impl DeadLetterStore {
         ))
         .bind(consumer)
         .bind(after)
-        .bind(i64::from(limit))
+        // One more than asked tells whether another page follows.
+        .bind(i64::from(limit) + 1)
         .fetch_all(&self.pool)
         .await
         .context("Failed to list dead letters")?;
-        let next_cursor = (rows.len() == limit as usize)
-            .then(|| rows.last().map(|row| row.id))
-            .flatten();
-        Ok(Page {
-            items: rows.into_iter().map(Row::into_dead_letter).collect(),
-            next_cursor,
-        })
+        let items = rows.into_iter().map(Row::into_dead_letter).collect();
+        Ok(Page::from_overfetched(items, limit as usize, |letter| {
+            letter.id.to_string()
+        }))
     }
 
     /// One dead letter, in whatever state.

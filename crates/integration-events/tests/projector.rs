@@ -466,7 +466,11 @@ async fn events_that_cannot_be_applied_are_set_aside_and_the_partition_moves_on(
     let left = store.list(Some(&consumer), None, 2).await.unwrap();
     assert_eq!(left.items.len(), 2);
     let next = store
-        .list(Some(&consumer), left.next_cursor, 2)
+        .list(
+            Some(&consumer),
+            left.next_cursor.map(|cursor| cursor.parse().unwrap()),
+            2,
+        )
         .await
         .unwrap();
     assert_eq!(next.items.len(), 1, "three left, in pages of two");

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use chrono::{DateTime, Utc};
-use platform::http::{Json, Path, Problem, Query};
+use platform::http::{Json, Page, Path, Problem, Query};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
@@ -185,20 +185,12 @@ struct ListParams {
     after: Option<String>,
 }
 
-/// A page of parked rows.
-#[derive(Debug, Serialize)]
-struct Page {
-    items: Vec<ParkedRow>,
-    /// The `after` of the next page; `None` on the last page.
-    next_cursor: Option<String>,
-}
-
 /// `GET /admin/outbox/parked?limit=&after=`
 #[tracing::instrument(name = "outbox.parked.list", skip(pool))]
 async fn list(
     State(pool): State<Arc<PgPool>>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Page>, AdminError> {
+) -> Result<Json<Page<ParkedRow>>, AdminError> {
     let mut errors = BTreeMap::new();
     let limit = match params.limit.as_deref().map(str::parse::<i64>) {
         None => DEFAULT_LIMIT,
@@ -223,14 +215,10 @@ async fn list(
         return Err(AdminError::InvalidQuery(errors));
     }
     // One more than asked tells whether another page follows.
-    let mut items = Outbox::parked(&*pool, after, limit + 1).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|row| row.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    let items = Outbox::parked(&*pool, after, limit + 1).await?;
+    Ok(Json(Page::from_overfetched(items, limit as usize, |row| {
+        row.id.to_string()
+    })))
 }
 
 /// `POST /admin/outbox/parked/{id}/retry`: 204, or 404.

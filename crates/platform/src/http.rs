@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod extract;
+mod page;
 mod problem;
 
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::config::CommonConfig;
 use crate::health::{self, Health};
 
 pub use extract::{Json, Path, Query};
+pub use page::Page;
 pub use problem::Problem;
 
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
