@@ -167,6 +167,28 @@ impl Env {
         Ok(duration)
     }
 
+    /// [`Self::parse_or`] for a count that must lie in `range`; outside it is refused, naming
+    /// `name` and the range.
+    pub fn count_in_or(
+        &self,
+        name: &str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        self.parse_with(name, default, |value| {
+            let count: u32 = value.parse().map_err(|err| format!("{err}"))?;
+            if range.contains(&count) {
+                Ok(count)
+            } else {
+                Err(format!(
+                    "must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        })
+    }
+
     fn parse_with<T>(
         &self,
         name: &str,

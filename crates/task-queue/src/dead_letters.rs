@@ -34,6 +34,9 @@ pub struct DeadLetter {
     pub payload: serde_json::Value,
 }
 
+/// A dead letter's task name, key, payload and `task_scheduled_for` header.
+type ToReplay = (String, Option<String>, Option<Vec<u8>>, Option<String>);
+
 /// The dead letters of one queue: list them, replay them after a fix, or drop them.
 ///
 /// The worker's dead-letter consumer fills the table; this only reads and updates it, so it
@@ -80,21 +83,33 @@ impl DeadLetters {
             .begin()
             .await
             .context("Failed to begin a dead-letter replay")?;
-        let letter: Option<(String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
-            "SELECT task_name, key, raw_payload FROM dead_letters
-             WHERE queue = $1 AND task_id = $2 AND state = 'dead'
-             FOR UPDATE",
+        // The replay starts the task over, but a scheduled task keeps the time it was due for.
+        let letter: Option<ToReplay> = sqlx::query_as(
+            "SELECT task_name, key, raw_payload,
+                        (SELECT h->>1 FROM jsonb_array_elements(headers) h
+                         WHERE h->>0 = $3 LIMIT 1)
+                 FROM dead_letters
+                 WHERE queue = $1 AND task_id = $2 AND state = 'dead'
+                 FOR UPDATE",
         )
         .bind(self.queue.topic())
         .bind(task_id)
+        .bind(crate::header::TASK_SCHEDULED_FOR)
         .fetch_optional(&mut *tx)
         .await
         .context("Failed to read the dead letter to replay")?;
-        let Some((task_name, key, payload)) = letter else {
+        let Some((task_name, key, payload, scheduled_for)) = letter else {
             return Ok(false);
         };
+        let scheduled_for = scheduled_for.as_deref().and_then(crate::wire::parse_time);
         self.queue
-            .publish(task_id, &task_name, key.as_deref(), payload.as_deref())
+            .publish(
+                task_id,
+                &task_name,
+                key.as_deref(),
+                payload.as_deref(),
+                scheduled_for,
+            )
             .await?;
         set_state(&mut tx, self.queue.topic(), task_id, "replayed").await?;
         tx.commit()

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kafka::{Producer, TopicSpec};
 use outbox::{Outbox, OutboxMessage};
 use sqlx::{Connection as _, PgConnection};
@@ -99,8 +99,14 @@ impl TaskQueue {
         let task_id = task.task_id().unwrap_or_else(Uuid::now_v7);
         let payload = serde_json::to_vec(task)
             .with_context(|| format!("Failed to serialise a {} task", T::NAME))?;
-        self.publish(task_id, T::NAME, Some(&key(task, task_id)), Some(&payload))
-            .await?;
+        self.publish(
+            task_id,
+            T::NAME,
+            Some(&key(task, task_id)),
+            Some(&payload),
+            None,
+        )
+        .await?;
         enqueued(T::NAME);
         Ok(task_id)
     }
@@ -119,7 +125,7 @@ impl TaskQueue {
     ) -> anyhow::Result<Uuid> {
         let task_id = task.task_id().unwrap_or_else(Uuid::now_v7);
         let message = OutboxMessage::json(&self.topic, key(task, task_id), T::NAME, task)?;
-        record_in(conn, message, task_id, T::NAME).await?;
+        record_in(conn, message, task_id, T::NAME, None).await?;
         Ok(task_id)
     }
 
@@ -131,6 +137,9 @@ impl TaskQueue {
     /// The message is the one `enqueue_in` records for a typed task with the same parts: key
     /// `ordering_key` or else the task id, the same headers, and the same handling of a task id
     /// the outbox holds already (not recorded again, the caller's transaction stays usable).
+    ///
+    /// `scheduled_for`: the time the schedule that fires the task was due, which the handler
+    /// reads as [`crate::TaskContext::scheduled_for`] (header `task_scheduled_for`).
     pub async fn enqueue_raw_in(
         conn: &mut PgConnection,
         topic: &str,
@@ -138,10 +147,11 @@ impl TaskQueue {
         task_id: Uuid,
         ordering_key: Option<&str>,
         payload: &serde_json::Value,
+        scheduled_for: Option<DateTime<Utc>>,
     ) -> anyhow::Result<Uuid> {
         let key = ordering_key.map_or_else(|| task_id.to_string(), str::to_owned);
         let message = OutboxMessage::json(topic, key, task_name, payload)?;
-        record_in(conn, message, task_id, task_name).await?;
+        record_in(conn, message, task_id, task_name, scheduled_for).await?;
         Ok(task_id)
     }
 
@@ -157,10 +167,13 @@ impl TaskQueue {
         task_id: Uuid,
         ordering_key: Option<&str>,
         payload: &serde_json::Value,
+        scheduled_for: Option<DateTime<Utc>>,
     ) -> anyhow::Result<OutboxMessage> {
         let key = ordering_key.map_or_else(|| task_id.to_string(), str::to_owned);
         let mut message = OutboxMessage::json(topic, key, task_name, payload)?.message_id(task_id);
-        for (name, value) in wire::enqueue_headers(task_id, task_name, Utc::now()).extra {
+        for (name, value) in
+            wire::enqueue_headers(task_id, task_name, Utc::now(), scheduled_for).extra
+        {
             message = message.header(name, value);
         }
         Ok(message)
@@ -219,13 +232,14 @@ impl TaskQueue {
         task_name: &str,
         key: Option<&str>,
         payload: Option<&[u8]>,
+        scheduled_for: Option<DateTime<Utc>>,
     ) -> anyhow::Result<()> {
         self.producer
             .publish_bytes(
                 &self.topic,
                 key.map(str::as_bytes),
                 payload,
-                wire::enqueue_headers(task_id, task_name, Utc::now()),
+                wire::enqueue_headers(task_id, task_name, Utc::now(), scheduled_for),
             )
             .await
             .with_context(|| format!("Failed to enqueue {task_name} task {task_id}"))?;
@@ -239,10 +253,12 @@ async fn record_in(
     message: OutboxMessage,
     task_id: Uuid,
     task_name: &str,
+    scheduled_for: Option<DateTime<Utc>>,
 ) -> anyhow::Result<()> {
     let mut message = message.message_id(task_id);
     // The relay adds `message_id` and `message_type`; the task headers are ours to add.
-    for (name, value) in wire::enqueue_headers(task_id, task_name, Utc::now()).extra {
+    for (name, value) in wire::enqueue_headers(task_id, task_name, Utc::now(), scheduled_for).extra
+    {
         message = message.header(name, value);
     }
     // Inside a transaction `begin` is a savepoint: a duplicate id rolls back only the insert,

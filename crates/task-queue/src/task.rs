@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
@@ -90,6 +91,10 @@ pub struct TaskContext<'a> {
     pub task_id: Uuid,
     /// 1-based, counted across blocking attempts and retry levels.
     pub attempt: u32,
+    /// For a task a schedule fired (`task-scheduler`): the time the schedule was due, however
+    /// late the task runs. Work about a period ("yesterday's orders") takes the period from
+    /// here, so that a late run, a retry or a replay does the period it was meant for.
+    pub scheduled_for: Option<DateTime<Utc>>,
     pub conn: &'a mut PgConnection,
 }
 

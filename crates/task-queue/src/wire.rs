@@ -13,6 +13,10 @@ pub mod header {
     pub const TASK_ENQUEUED_AT: &str = "task_enqueued_at";
     /// On retry topics: the task must not run before this time.
     pub const TASK_DUE_AT: &str = "task_due_at";
+    /// A task fired by a schedule: the time the schedule was due, which can lie well before the
+    /// run (a scheduler that was down, a backlog, retries). Work that depends on *when* it was
+    /// meant to happen ("yesterday's orders") takes its time from here, not from the clock.
+    pub const TASK_SCHEDULED_FOR: &str = "task_scheduled_for";
     /// The error of the first failed attempt, and when it happened.
     pub const TASK_FIRST_ERROR: &str = "task_first_error";
     pub const TASK_FIRST_FAILED_AT: &str = "task_first_failed_at";
@@ -43,6 +47,7 @@ pub(crate) struct Envelope {
     pub(crate) attempts: u32,
     pub(crate) enqueued_at: Option<DateTime<Utc>>,
     pub(crate) due_at: Option<DateTime<Utc>>,
+    pub(crate) scheduled_for: Option<DateTime<Utc>>,
     pub(crate) first_error: Option<String>,
     pub(crate) first_failed_at: Option<DateTime<Utc>>,
     pub(crate) last_error: Option<String>,
@@ -63,6 +68,7 @@ impl Envelope {
             // timestamp is when it was published.
             enqueued_at: time(header::TASK_ENQUEUED_AT).or(message.timestamp),
             due_at: time(header::TASK_DUE_AT),
+            scheduled_for: time(header::TASK_SCHEDULED_FOR),
             first_error: text(header::TASK_FIRST_ERROR),
             first_failed_at: time(header::TASK_FIRST_FAILED_AT),
             last_error: text(header::TASK_LAST_ERROR),
@@ -77,16 +83,22 @@ impl Envelope {
     }
 }
 
-/// The headers of a newly enqueued task (also of a replayed one: it starts over).
+/// The headers of a newly enqueued task (also of a replayed one: it starts over, but keeps the
+/// time its schedule was due).
 pub(crate) fn enqueue_headers(
     task_id: Uuid,
     task_name: &str,
     now: DateTime<Utc>,
+    scheduled_for: Option<DateTime<Utc>>,
 ) -> MessageHeaders {
-    MessageHeaders::new(task_name)
+    let headers = MessageHeaders::new(task_name)
         .message_id(task_id)
         .header(header::TASK_ATTEMPT, "0")
-        .header(header::TASK_ENQUEUED_AT, format_time(now))
+        .header(header::TASK_ENQUEUED_AT, format_time(now));
+    match scheduled_for {
+        Some(at) => headers.header(header::TASK_SCHEDULED_FOR, format_time(at)),
+        None => headers,
+    }
 }
 
 /// A task that failed, on its way to a retry topic or the dead-letter topic.
@@ -123,6 +135,9 @@ impl FailedTask<'_> {
             .header(header::TASK_LAST_ERROR, truncate(&self.error));
         if let Some(enqueued_at) = envelope.enqueued_at {
             headers = headers.header(header::TASK_ENQUEUED_AT, format_time(enqueued_at));
+        }
+        if let Some(scheduled_for) = envelope.scheduled_for {
+            headers = headers.header(header::TASK_SCHEDULED_FOR, format_time(scheduled_for));
         }
         headers
     }
@@ -226,7 +241,7 @@ mod tests {
     #[test]
     fn an_enqueued_task_reads_back_with_no_attempts() {
         let id = Uuid::now_v7();
-        let envelope = Envelope::read(&consumed(&enqueue_headers(id, "SendEmail", at(0))));
+        let envelope = Envelope::read(&consumed(&enqueue_headers(id, "SendEmail", at(0), None)));
 
         assert_eq!(
             envelope,
@@ -243,7 +258,13 @@ mod tests {
     #[test]
     fn retries_keep_the_first_error_and_replace_the_last() {
         let id = Uuid::now_v7();
-        let enqueued = Envelope::read(&consumed(&enqueue_headers(id, "SendEmail", at(0))));
+        let enqueued = Envelope::read(&consumed(&enqueue_headers(
+            id,
+            "SendEmail",
+            at(0),
+            Some(at(-60)),
+        )));
+        assert_eq!(enqueued.scheduled_for, Some(at(-60)));
         let first = FailedTask {
             task_id: id,
             task_name: "SendEmail",
@@ -273,6 +294,11 @@ mod tests {
         assert_eq!(on_dlq.first_failed_at, Some(at(1)));
         assert_eq!(on_dlq.last_error.as_deref(), Some("connection refused"));
         assert_eq!(on_dlq.enqueued_at, Some(at(0)), "kept through every hop");
+        assert_eq!(
+            on_dlq.scheduled_for,
+            Some(at(-60)),
+            "kept through every hop"
+        );
         assert_eq!(dead.header_str(header::DLQ_ATTEMPTS), Some("2"));
         assert_eq!(dead.header_str(header::DLQ_ORIGINAL_PARTITION), Some("2"));
         assert_eq!(dead.header_str(header::DLQ_ORIGINAL_OFFSET), Some("41"));

@@ -75,6 +75,7 @@ async fn a_raw_task_is_recorded_as_its_typed_twin_and_once_per_id() {
             raw_id,
             Some("order-7"),
             &payload,
+            None,
         )
         .await
         .expect("enqueue_raw_in");

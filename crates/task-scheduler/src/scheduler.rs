@@ -102,6 +102,7 @@ struct DueRow {
     cron: Option<String>,
     timezone: Option<String>,
     misfire_policy: Option<String>,
+    catch_up_limit: Option<i32>,
     overlap_policy: Option<String>,
     /// The database's clock when the row was claimed.
     now: DateTime<Utc>,
@@ -291,7 +292,7 @@ impl Scheduler {
         // therefore fired by exactly one transaction, and whichever replica wakes first takes it.
         let rows: Vec<DueRow> = sqlx::query_as(
             "SELECT s.id, s.task, s.due_at, s.attempts, s.recurring,
-                    r.cron, r.timezone, r.misfire_policy, r.overlap_policy,
+                    r.cron, r.timezone, r.misfire_policy, r.catch_up_limit, r.overlap_policy,
                     clock_timestamp() AS now
              FROM scheduled_tasks s
              LEFT JOIN recurring_schedules r ON r.name = s.recurring
@@ -442,13 +443,29 @@ impl Scheduler {
             }
             _ => None,
         };
-        let misfire = row.misfire_policy.as_deref().map(MisfirePolicy::parse);
+        let misfire = row
+            .misfire_policy
+            .as_deref()
+            .map(|policy| MisfirePolicy::parse(policy, row.catch_up_limit));
+        // Catching up: `Some(None)` fires this occurrence; `Some(Some(anchor))` skips it and
+        // the older ones up to `anchor`, because the limit keeps only the latest missed ones.
+        let catch_up = match (&recurring, misfire) {
+            (Some((_, recurrence)), Some(MisfirePolicy::CatchUp { max })) if late => {
+                Some(catch_up_skip_to(recurrence, row.due_at, row.now, max)?)
+            }
+            _ => None,
+        };
         let overlap = row.overlap_policy.as_deref().map(OverlapPolicy::parse);
 
         let skip = match &recurring {
             Some(_) if late && misfire == Some(MisfirePolicy::Skip) => Some((
                 "misfire",
                 "skipped: came due while no scheduler ran (misfire policy skip)",
+            )),
+            // More missed occurrences after this one than the limit allows.
+            Some(_) if matches!(catch_up, Some(Some(_))) => Some((
+                "catch_up_limit",
+                "skipped: older than the latest missed occurrences the catch-up limit allows",
             )),
             Some((name, _))
                 if overlap == Some(OverlapPolicy::Skip)
@@ -480,6 +497,7 @@ impl Scheduler {
                 task_id,
                 task.ordering_key.as_deref(),
                 &task.payload,
+                Some(row.due_at),
             )
             .await?;
             let delay_seconds: f64 = sqlx::query_scalar(
@@ -500,9 +518,13 @@ impl Scheduler {
         };
 
         if let Some((name, recurrence)) = recurring {
-            // On time: the occurrence after this one. Late (a misfire, whichever policy): the
-            // first one after now, so that the missed ones are not fired one by one.
-            let after = if late { row.now } else { row.due_at };
+            // On time, or catching up: the occurrence after this one. Late under another
+            // policy: the first one after now, so that the missed ones are not fired one by one.
+            let after = match catch_up {
+                Some(Some(anchor)) => anchor,
+                None if late => row.now,
+                Some(None) | None => row.due_at,
+            };
             schedule_next(conn, name, &recurrence, after, &row.task.0).await?;
         }
         Ok(outcome)
@@ -526,6 +548,7 @@ async fn fire_one_offs_in(
             task_id,
             task.ordering_key.as_deref(),
             &task.payload,
+            Some(row.due_at),
         )?);
         ids.push(row.id);
         task_ids.push(task_id);
@@ -628,6 +651,36 @@ pub fn derive_task_id(schedule_id: Uuid, due_at: DateTime<Utc>) -> Uuid {
     Uuid::new_v5(&TASK_ID_NAMESPACE, &name)
 }
 
+/// Catch-up with a limit of `max`: `None` when the missed occurrence `due_at` is among the
+/// latest `max` missed ones (not after `now`) and fires; otherwise the occurrence right before
+/// the first one that fires, for the scheduler to go on after it, skipping all older ones in one
+/// step rather than one row each.
+///
+/// The walk through the missed occurrences is bounded: after a very long outage of a very
+/// frequent schedule, the anchor is the furthest it got, and the next row walks on from there.
+fn catch_up_skip_to(
+    recurrence: &Recurrence,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max: u32,
+) -> anyhow::Result<Option<DateTime<Utc>>> {
+    const MAX_STEPS: usize = 100_000;
+    let keep = max as usize + 1;
+    let mut latest = std::collections::VecDeque::with_capacity(keep);
+    latest.push_back(due_at);
+    for _ in 0..MAX_STEPS {
+        let next = recurrence.next_after(*latest.back().expect("never empty"))?;
+        if next > now {
+            break;
+        }
+        if latest.len() == keep {
+            latest.pop_front();
+        }
+        latest.push_back(next);
+    }
+    Ok((latest.len() == keep).then(|| latest[0]))
+}
+
 /// Inserts the first occurrence after `after` that has no row yet.
 ///
 /// An occurrence's row can exist already, and not as a pending row: a row that was rescheduled
@@ -708,6 +761,45 @@ mod tests {
         assert_ne!(
             derive_task_id(schedule, due),
             derive_task_id(Uuid::now_v7(), due)
+        );
+    }
+}
+
+#[cfg(test)]
+mod catch_up_tests {
+    use super::*;
+
+    fn day(n: u32) -> DateTime<Utc> {
+        format!("2026-03-{n:02}T02:00:00Z").parse().unwrap()
+    }
+
+    #[test]
+    fn within_the_limit_every_missed_occurrence_fires() {
+        let nightly = Recurrence::parse("0 2 * * *", "UTC").unwrap();
+        let now = day(5) + chrono::TimeDelta::hours(1);
+        // Missed: the 1st to the 5th (five); a limit of 5 fires each of them.
+        for missed in 1..=5 {
+            assert_eq!(
+                catch_up_skip_to(&nightly, day(missed), now, 5).unwrap(),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn beyond_the_limit_the_oldest_are_skipped_in_one_step() {
+        let nightly = Recurrence::parse("0 2 * * *", "UTC").unwrap();
+        let now = day(10) + chrono::TimeDelta::hours(1);
+        // Missed: the 1st to the 10th; a limit of 3 keeps the 8th, 9th and 10th, so the
+        // scheduler goes on after the 7th.
+        assert_eq!(
+            catch_up_skip_to(&nightly, day(1), now, 3).unwrap(),
+            Some(day(7))
+        );
+        assert_eq!(catch_up_skip_to(&nightly, day(8), now, 3).unwrap(), None);
+        assert_eq!(
+            catch_up_skip_to(&nightly, day(7), now, 3).unwrap(),
+            Some(day(7))
         );
     }
 }

@@ -42,6 +42,13 @@ pub enum MisfirePolicy {
     FireOnce,
     /// No fire for missed occurrences; on with the next future occurrence.
     Skip,
+    /// One fire for each missed occurrence, in due order, but for at most the latest `max` of
+    /// them (older ones are skipped, with a note), then on with the next future occurrence.
+    /// For a task about the period it was due for (it reads `TaskContext::scheduled_for`):
+    /// after a downtime each missed night is exported once, and a long outage does not
+    /// become an unbounded backlog. Usually paired with [`OverlapPolicy::Allow`], since the
+    /// catch-up fires follow each other before the relay has published the previous one.
+    CatchUp { max: u32 },
 }
 
 /// What a recurring schedule does when its next occurrence comes due while the previous fire
@@ -68,14 +75,26 @@ impl MisfirePolicy {
             Self::FireNow => "fire_now",
             Self::FireOnce => "fire_once",
             Self::Skip => "skip",
+            Self::CatchUp { .. } => "catch_up",
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Self {
-        match text {
-            "skip" => Self::Skip,
-            "fire_now" => Self::FireNow,
-            // The table's CHECK constraint allows nothing else.
+    /// The limit stored with `catch_up` (`catch_up_limit`), `None` for the others.
+    pub(crate) fn catch_up_limit(self) -> Option<i32> {
+        match self {
+            Self::CatchUp { max } => Some(i32::try_from(max.max(1)).unwrap_or(i32::MAX)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn parse(text: &str, catch_up_limit: Option<i32>) -> Self {
+        match (text, catch_up_limit) {
+            ("skip", _) => Self::Skip,
+            ("fire_now", _) => Self::FireNow,
+            ("catch_up", Some(max)) => Self::CatchUp {
+                max: max.unsigned_abs().max(1),
+            },
+            // The table's CHECK constraints allow nothing else.
             _ => Self::FireOnce,
         }
     }
@@ -243,10 +262,12 @@ impl Schedules {
         .fetch_optional(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO recurring_schedules (name, cron, timezone, task, misfire_policy, overlap_policy)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO recurring_schedules
+                 (name, cron, timezone, task, misfire_policy, overlap_policy, catch_up_limit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (name) DO UPDATE SET cron = $2, timezone = $3, task = $4,
-                 misfire_policy = $5, overlap_policy = $6, updated_at = now()",
+                 misfire_policy = $5, overlap_policy = $6, catch_up_limit = $7,
+                 updated_at = now()",
         )
         .bind(name)
         .bind(cron)
@@ -254,6 +275,7 @@ impl Schedules {
         .bind(Json(&task))
         .bind(misfire.as_str())
         .bind(overlap.as_str())
+        .bind(misfire.catch_up_limit())
         .execute(&mut *tx)
         .await
         .with_context(|| format!("Failed to store the recurring schedule {name}"))?;

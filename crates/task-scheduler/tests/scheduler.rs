@@ -662,6 +662,7 @@ async fn a_batch_records_the_messages_enqueue_raw_in_records_in_due_order() {
             derive_task_id(*id, schedule.due_at),
             task.ordering_key.as_deref(),
             &task.payload,
+            Some(schedule.due_at),
         )
         .await
         .unwrap();

@@ -72,6 +72,9 @@ pub struct DigestConfig {
     pub timezone: String,
     /// `DIGEST_RECIPIENT` (default `ops@example.com`): who gets the digest.
     pub recipient: String,
+    /// `DIGEST_CATCH_UP` (default `7`, 1 to 366): after a downtime, a digest for each missed
+    /// day, up to this many of the latest; older missed days get none.
+    pub catch_up: u32,
 }
 
 impl DigestConfig {
@@ -81,6 +84,7 @@ impl DigestConfig {
             cron: env.string_or("DIGEST_CRON", DEFAULT_DIGEST_CRON),
             timezone,
             recipient: env.string_or("DIGEST_RECIPIENT", DEFAULT_DIGEST_RECIPIENT),
+            catch_up: env.count_in_or("DIGEST_CATCH_UP", 7, 1..=366)?,
         })
     }
 }
@@ -191,6 +195,7 @@ mod tests {
                 cron: "0 0 6 * * *".to_owned(),
                 timezone: "UTC".to_owned(),
                 recipient: "ops@example.com".to_owned(),
+                catch_up: 7,
             }
         );
         assert_eq!(
@@ -310,6 +315,8 @@ mod tests {
                 &[("DIGEST_TIMEZONE", "Mars/Olympus")][..],
                 "DIGEST_TIMEZONE",
             ),
+            (&[("DIGEST_CATCH_UP", "0")][..], "DIGEST_CATCH_UP"),
+            (&[("DIGEST_CATCH_UP", "many")][..], "DIGEST_CATCH_UP"),
         ] {
             let mut pairs = pairs.to_vec();
             pairs.push(TOKEN);

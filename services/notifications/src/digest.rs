@@ -55,7 +55,9 @@ impl TaskHandler<SendDailyDigest> for SendDigests {
                 task.timezone
             ))
         })?;
-        let day = yesterday(Utc::now(), timezone);
+        // The day before the one the schedule was due on, however late this runs; a digest
+        // enqueued by hand (no schedule) covers the day before today.
+        let day = yesterday(ctx.scheduled_for.unwrap_or_else(Utc::now), timezone);
         let (from, to) = day_bounds(day, timezone)?;
         let counts = deliveries_per_kind(ctx.conn, from, to).await?;
         let message = digest_message(&task.recipient, day, timezone, &counts);

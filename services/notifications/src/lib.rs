@@ -170,9 +170,10 @@ impl Application {
 }
 
 /// Stores (or updates) the `daily-digest` recurring schedule: a [`SendDailyDigest`] on the
-/// service's own queue at `DIGEST_CRON` in `DIGEST_TIMEZONE`. One fire for all the occurrences
-/// missed while no scheduler ran (a digest after an outage, not one per missed day), and none
-/// while the previous digest still waits in the outbox.
+/// service's own queue at `DIGEST_CRON` in `DIGEST_TIMEZONE`. Each digest covers the day before
+/// the one its occurrence was due on, so after a downtime each missed day gets its digest, up
+/// to the latest `DIGEST_CATCH_UP` of them (misfire policy `CatchUp`); the catch-up fires
+/// follow each other before the relay publishes them, so overlapping fires are allowed.
 async fn upsert_daily_digest(schedules: &Schedules, config: &Config) -> anyhow::Result<()> {
     let digest = SendDailyDigest {
         recipient: config.digest.recipient.clone(),
@@ -184,8 +185,10 @@ async fn upsert_daily_digest(schedules: &Schedules, config: &Config) -> anyhow::
             &config.digest.cron,
             &config.digest.timezone,
             TaskTemplate::new(config.tasks_topic.clone(), &digest)?,
-            MisfirePolicy::FireOnce,
-            OverlapPolicy::Skip,
+            MisfirePolicy::CatchUp {
+                max: config.digest.catch_up,
+            },
+            OverlapPolicy::Allow,
         )
         .await
         .with_context(|| {

@@ -37,13 +37,9 @@ pub enum ApiError {
     #[error("order {0} was due by {1}")]
     PaymentOverdue(Uuid, chrono::DateTime<chrono::Utc>),
 
-    /// 422: the `Idempotency-Key` header is not a valid key.
-    #[error("invalid Idempotency-Key: {0}")]
-    InvalidIdempotencyKey(String),
-
-    /// 422: the `Idempotency-Key` was used with another request.
-    #[error("the Idempotency-Key was used with another request")]
-    IdempotencyKeyReused,
+    /// 422: the `Idempotency-Key` header is invalid, or was used with another request.
+    #[error(transparent)]
+    IdempotencyKey(#[from] idempotency::KeyError),
 
     /// 404: not in orders' copy of the catalog.
     #[error("catalog product {0} not found")]
@@ -97,18 +93,7 @@ impl From<ApiError> for Problem {
                 due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             ))
             .with_title("Payment overdue"),
-            ApiError::InvalidIdempotencyKey(reason) => Problem::unprocessable(
-                "The Idempotency-Key header is invalid; `errors` says why.",
-                serde_json::json!({ crate::idempotency::HEADER: reason }),
-            ),
-            ApiError::IdempotencyKeyReused => Problem::unprocessable(
-                "This Idempotency-Key was used with another request; a retry must repeat the \
-                 request exactly. Use a new key for a new order.",
-                serde_json::json!({
-                    crate::idempotency::HEADER: "was used with another request"
-                }),
-            )
-            .with_title("Idempotency-Key reused"),
+            ApiError::IdempotencyKey(error) => error.problem(),
             ApiError::CatalogProductNotFound(product_id) => Problem::not_found(format!(
                 "Product {product_id} is not in orders' copy of the catalog: catalog-cache never \
                  announced it, deleted it, or its event has not arrived yet."

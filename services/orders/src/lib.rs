@@ -3,7 +3,6 @@
 mod catalog;
 mod config;
 mod error;
-mod idempotency;
 mod notification_tasks;
 mod order_tasks;
 mod orders;
@@ -14,6 +13,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use dead_letters::DeadLetterStore;
+use idempotency::IdempotencyKeys;
 use integration_events::Projector;
 use kafka::{BrokerCheck, KafkaConfig, Producer};
 use outbox::OutboxRelay;
@@ -68,6 +68,7 @@ impl Application {
         task_queue::migrate(&pool).await?;
         task_scheduler::migrate(&pool).await?;
         dead_letters::migrate(&pool).await?;
+        idempotency::migrate(&pool).await?;
         let dead_letters = DeadLetterStore::new(pool.clone());
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
@@ -96,7 +97,7 @@ impl Application {
             follow_ups: FollowUps {
                 notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
                 orders_tasks_topic: config.tasks_topic.clone(),
-                idempotency_ttl: config.idempotency_ttl,
+                idempotency: IdempotencyKeys::new("POST /orders", config.idempotency_ttl),
                 payment_timeout: config.payment_timeout,
             },
         };

@@ -17,10 +17,10 @@ use uuid::Uuid;
 use crate::SERVICE_NAME;
 use crate::catalog::CatalogProduct;
 use crate::error::ApiError;
-use crate::idempotency::{self, IdempotencyKey, Seen};
 use crate::notification_tasks::{SendOrderCancelled, SendOrderConfirmation, SendPaymentReminder};
 use crate::order_tasks::CancelUnpaidOrder;
 use crate::pricing::PriceLookup;
+use idempotency::{IdempotencyKey, IdempotencyKeys, KeyError, Seen};
 
 /// Where orders announces every change of an order; see `docs/contracts/orders.orders.v1.md`.
 pub const ORDERS_TOPIC: EntityTopic = EntityTopic::new("orders", "orders", "order");
@@ -122,8 +122,8 @@ struct StoredOrder {
 /// What placing an order sets in motion besides storing it.
 #[derive(Debug, Clone)]
 pub struct FollowUps {
-    /// `IDEMPOTENCY_KEY_TTL`: how long an `Idempotency-Key` of `POST /orders` is remembered.
-    pub idempotency_ttl: Duration,
+    /// The `Idempotency-Key`s of `POST /orders`, remembered for `IDEMPOTENCY_KEY_TTL`.
+    pub idempotency: IdempotencyKeys,
     /// notifications' task queue, `notifications.tasks.v1`: the confirmation, the payment
     /// reminder and the cancellation notice go there.
     pub notifications: TaskQueue,
@@ -168,9 +168,9 @@ pub async fn place(
     validate(&request)?;
     // The request as parsed, not as sent: whitespace or field order do not make it another one.
     let fingerprint = serde_json::to_vec(&request).context("Failed to encode the request")?;
-    let ttl = follow_ups.idempotency_ttl.as_secs_f64();
+    let keys = &follow_ups.idempotency;
     if let Some(key) = key
-        && let Some(order) = placed_before(pool, key, &fingerprint, ttl).await?
+        && let Some(order) = placed_before(pool, keys, key, &fingerprint).await?
     {
         return Ok(order);
     }
@@ -189,7 +189,7 @@ pub async fn place(
     }
     // A concurrent request with the key committed first: answer with its order.
     let key = key.expect("only a claimed key loses a race");
-    placed_before(pool, key, &fingerprint, ttl)
+    placed_before(pool, keys, key, &fingerprint)
         .await?
         .ok_or_else(|| anyhow::anyhow!("the idempotency key was lost after a conflict"))
         .map_err(ApiError::from)
@@ -199,18 +199,18 @@ pub async fn place(
 /// another request.
 async fn placed_before(
     pool: &PgPool,
+    keys: &IdempotencyKeys,
     key: &IdempotencyKey,
     fingerprint: &[u8],
-    ttl_seconds: f64,
 ) -> Result<Option<Order>, ApiError> {
     let mut conn = pool
         .acquire()
         .await
         .context("Failed to get a database connection")?;
-    match idempotency::lookup(&mut conn, key, fingerprint, ttl_seconds).await? {
+    match keys.lookup(&mut conn, key, fingerprint).await? {
         Seen::New => Ok(None),
-        Seen::OtherRequest => Err(ApiError::IdempotencyKeyReused),
-        Seen::Placed(order_id) => Ok(load(&mut conn, order_id, Lock::None)
+        Seen::OtherRequest => Err(KeyError::Reused.into()),
+        Seen::Created(order_id) => Ok(load(&mut conn, order_id, Lock::None)
             .await?
             .map(|stored| stored.order)),
     }
@@ -536,19 +536,19 @@ async fn insert(
 ) -> anyhow::Result<Option<Order>> {
     let order_id = Uuid::now_v7();
     let status = OrderStatus::PendingPayment;
+    let keys = &follow_ups.idempotency;
     let mut tx = pool
         .begin()
         .await
         .context("Failed to begin the order transaction")?;
     // First, so that a concurrent request with the same key waits here for this transaction.
-    if let Some((key, fingerprint)) = claim {
-        let ttl = follow_ups.idempotency_ttl.as_secs_f64();
-        if !idempotency::claim(&mut tx, key, fingerprint, order_id, ttl).await? {
-            tx.rollback()
-                .await
-                .context("Failed to end the order transaction")?;
-            return Ok(None);
-        }
+    if let Some((key, fingerprint)) = claim
+        && !keys.claim(&mut tx, key, fingerprint, order_id).await?
+    {
+        tx.rollback()
+            .await
+            .context("Failed to end the order transaction")?;
+        return Ok(None);
     }
 
     // The database's clock sets `created_at` and the deadline, so the response shows what a

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use crate::catalog::{self, SyncedProduct};
 use crate::error::ApiError;
-use crate::idempotency::{self, IdempotencyKey};
 use crate::orders::{self, FollowUps, Order, PlaceOrder};
 use crate::pricing::PriceLookup;
 
@@ -49,11 +48,7 @@ async fn place_order(
     headers: HeaderMap,
     Json(request): Json<PlaceOrder>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let key = headers
-        .get(idempotency::HEADER)
-        .map(|value| IdempotencyKey::parse(value.as_bytes()))
-        .transpose()
-        .map_err(ApiError::InvalidIdempotencyKey)?;
+    let key = idempotency::IdempotencyKey::from_headers(&headers)?;
     let order = orders::place(
         &state.pool,
         &state.prices,

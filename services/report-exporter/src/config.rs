@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env};
@@ -47,6 +48,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `EXPORTS_AUTH` and `EXPORTS_TOKEN`: who may use `/exports`.
     pub exports_auth: ExportsAuth,
+    /// `IDEMPOTENCY_KEY_TTL` (default `24h`): how long an `Idempotency-Key` of `POST /exports`
+    /// is remembered; a retry after that starts a new export.
+    pub idempotency_ttl: Duration,
 }
 
 /// Who may start, watch, control and download exports. An export holds every customer's e-mail
@@ -92,6 +96,9 @@ pub struct NightlyConfig {
     /// `EXPORT_RECIPIENT` (default `reports@example.com`): who is told about nightly exports,
     /// and about exports whose request names nobody.
     pub recipient: String,
+    /// `NIGHTLY_EXPORT_CATCH_UP` (default `7`, 1 to 366): after a downtime, each missed night
+    /// is exported once, up to this many of the latest; older missed nights are skipped.
+    pub catch_up: u32,
 }
 
 impl Config {
@@ -106,6 +113,8 @@ impl Config {
             nightly: NightlyConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
             exports_auth: ExportsAuth::from_env(env)?,
+            idempotency_ttl: env
+                .positive_duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_hours(24))?,
         })
     }
 }
@@ -117,6 +126,7 @@ impl NightlyConfig {
             cron: env.string_or("NIGHTLY_EXPORT_CRON", DEFAULT_NIGHTLY_CRON),
             timezone,
             recipient: env.string_or("EXPORT_RECIPIENT", DEFAULT_RECIPIENT),
+            catch_up: env.count_in_or("NIGHTLY_EXPORT_CATCH_UP", 7, 1..=366)?,
         })
     }
 }

@@ -31,6 +31,10 @@ pub enum ApiError {
     #[error("export {0} is {1}, not completed")]
     NotCompleted(Uuid, JobState),
 
+    /// 422: the `Idempotency-Key` header is invalid, or was used with another request.
+    #[error(transparent)]
+    IdempotencyKey(#[from] idempotency::KeyError),
+
     /// 500: a bug, or an outage of the service's own database or disk. Logged, never shown.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -43,6 +47,7 @@ impl From<ApiError> for Problem {
                 "The export request is invalid; `errors` says what is wrong with which field.",
                 serde_json::to_value(errors).expect("a map of strings is JSON"),
             ),
+            ApiError::IdempotencyKey(error) => error.problem(),
             ApiError::ExportNotFound(export_id) => {
                 Problem::not_found(format!("No export {export_id} exists."))
             }

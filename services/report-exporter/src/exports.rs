@@ -23,8 +23,9 @@ pub struct NewExport {
     pub options: JobOptions,
 }
 
-/// Records the export and starts its job in `conn`'s transaction. `false` when an export
-/// with this id exists already (a nightly export fired twice), which is left as it is.
+/// Records the export and starts its job in `conn`'s transaction. `false` when the export
+/// exists already: its id, or, for a nightly export, its night (a fire repeated), which is left
+/// as it is.
 pub async fn start_in(
     conn: &mut PgConnection,
     jobs: &Jobs,
@@ -33,7 +34,7 @@ pub async fn start_in(
 ) -> anyhow::Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO exports (export_id, range_from, range_to, status_filter, recipient, requested_by)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (export_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(export.export_id)
     .bind(export.params.from)

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use dead_letters::DeadLetterStore;
+use idempotency::IdempotencyKeys;
 use integration_events::Projector;
 use iterator::{JobRunner, Jobs};
 use kafka::{BrokerCheck, KafkaConfig, Producer};
@@ -73,6 +74,7 @@ impl Application {
         task_scheduler::migrate(&pool).await?;
         iterator::migrate(&pool).await?;
         dead_letters::migrate(&pool).await?;
+        idempotency::migrate(&pool).await?;
         let dead_letters = DeadLetterStore::new(pool.clone());
         tokio::fs::create_dir_all(&config.export_dir)
             .await
@@ -117,6 +119,7 @@ impl Application {
             export: export.clone(),
             export_dir: config.export_dir.clone(),
             default_recipient: config.nightly.recipient.clone(),
+            idempotency: IdempotencyKeys::new("POST /exports", config.idempotency_ttl),
         };
         let health = Health::new()
             .with(PostgresCheck(pool.clone()))

@@ -1,6 +1,6 @@
 //! The `nightly-orders-export`: a recurring schedule (through the task scheduler) fires
 //! [`StartNightlyExport`] on the service's own task queue; its handler starts an export of the
-//! previous calendar day.
+//! calendar day before the one the schedule was due on.
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -34,9 +34,10 @@ impl Task for StartNightlyExport {
     const NAME: &'static str = "StartNightlyExport";
 }
 
-/// Creates or updates the schedule; idempotent, called at every start. A missed night is
-/// caught up once (`fire_once`), and a night whose export has not even been started yet does
-/// not get a second one (`skip`).
+/// Creates or updates the schedule; idempotent, called at every start. After a downtime each
+/// missed night is exported once, up to the latest `NIGHTLY_EXPORT_CATCH_UP` of them
+/// (`CatchUp`); their fires follow each other before the relay publishes them, so overlap is
+/// allowed: each fire exports its own night.
 pub async fn upsert_schedule(
     schedules: &Schedules,
     tasks_topic: &str,
@@ -52,8 +53,10 @@ pub async fn upsert_schedule(
             &config.cron,
             &config.timezone,
             TaskTemplate::new(tasks_topic, &task)?,
-            MisfirePolicy::FireOnce,
-            OverlapPolicy::Skip,
+            MisfirePolicy::CatchUp {
+                max: config.catch_up,
+            },
+            OverlapPolicy::Allow,
         )
         .await
         .with_context(|| {
@@ -82,8 +85,10 @@ struct StartNightlyExports {
 }
 
 impl TaskHandler<StartNightlyExport> for StartNightlyExports {
-    /// The export's id is derived from the day, and it is recorded in the task's transaction:
-    /// a fire repeated for the same night starts no second export.
+    /// The night is the day before the one the schedule was due on (`scheduled_for`), however
+    /// late the task runs. The export gets a random id, and it is recorded in the task's
+    /// transaction; a fire repeated for the same night finds the night's export (a unique
+    /// index on the nightly range) and starts no second one.
     async fn handle(
         &self,
         task: StartNightlyExport,
@@ -95,13 +100,13 @@ impl TaskHandler<StartNightlyExport> for StartNightlyExports {
                 task.timezone
             ))
         })?;
-        let day = yesterday(Utc::now(), timezone);
+        // A task enqueued by hand (no schedule) exports the day before today.
+        let day = yesterday(ctx.scheduled_for.unwrap_or_else(Utc::now), timezone);
         let (from, to) = day_bounds(day, timezone)?;
         let export = NewExport {
-            export_id: Uuid::new_v5(
-                &Uuid::NAMESPACE_URL,
-                format!("asyncron:{NIGHTLY_SCHEDULE}:{day}:{timezone}").as_bytes(),
-            ),
+            // Random, not derived from the day: an export holds every customer's e-mail
+            // address, and a guessable id is one check away from a leak.
+            export_id: Uuid::new_v4(),
             params: ExportParams {
                 from,
                 to,

@@ -9,11 +9,12 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use idempotency::{IdempotencyKey, IdempotencyKeys, KeyError, Seen};
 use iterator::{Control, Job as _, JobOptions, Jobs};
 use platform::http::{Json, Path};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,8 @@ pub struct AppState {
     pub export_dir: PathBuf,
     /// Who is told about an export whose request names nobody.
     pub default_recipient: String,
+    /// The `Idempotency-Key`s of `POST /exports`.
+    pub idempotency: IdempotencyKeys,
 }
 
 /// The service's own routes; `platform::http::app` adds health, metrics and the middleware.
@@ -58,8 +61,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The body of `POST /exports`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /exports`. Serialised again (as parsed) for its `Idempotency-Key`
+/// fingerprint.
+#[derive(Debug, Deserialize, Serialize)]
 pub struct CreateExport {
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -159,13 +163,23 @@ struct Accepted {
 }
 
 /// 202: the export is recorded and its first chunk is on its way; `GET` the `Location` for
-/// its progress.
+/// its progress. With an `Idempotency-Key`, a repeated request answers the same 202 with the
+/// export the first one started (see the `idempotency` crate).
 #[tracing::instrument(name = "exports.create", skip_all, fields(export_id))]
 async fn create_export(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Json(request): Json<CreateExport>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let key = IdempotencyKey::from_headers(&headers)?;
+    // The request as parsed, not as sent: whitespace or field order do not make another one.
+    let fingerprint = serde_json::to_vec(&request).context("Failed to encode the request")?;
     let export = request.validate(&state.default_recipient)?;
+    if let Some(key) = &key
+        && let Some(started) = started_before(&state, key, &fingerprint).await?
+    {
+        return Ok(accepted(started));
+    }
     tracing::Span::current().record("export_id", tracing::field::display(export.export_id));
     let total = state.export.total(&export.params).await?;
     let mut tx = state
@@ -173,18 +187,63 @@ async fn create_export(
         .begin()
         .await
         .context("Failed to begin a transaction")?;
+    // First, so that a concurrent request with the same key waits here for this transaction.
+    if let Some(key) = &key
+        && !state
+            .idempotency
+            .claim(&mut tx, key, &fingerprint, export.export_id)
+            .await?
+    {
+        tx.rollback()
+            .await
+            .context("Failed to end the export transaction")?;
+        // A concurrent request with the key committed first: answer with its export.
+        let started = started_before(&state, key, &fingerprint)
+            .await?
+            .context("The idempotency key was lost after a conflict")?;
+        return Ok(accepted(started));
+    }
     exports::start_in(&mut tx, &state.jobs, &export, total).await?;
     tx.commit().await.context("Failed to commit the export")?;
     tracing::info!(total, "export started");
-    let location = format!("/exports/{}", export.export_id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(LOCATION, location)],
-        Json(Accepted {
-            export_id: export.export_id,
-            status: iterator::JobState::Pending,
-        }),
-    ))
+    Ok(accepted(Accepted {
+        export_id: export.export_id,
+        status: iterator::JobState::Pending,
+    }))
+}
+
+/// The export an earlier request with `key` started, as `202` shows it; a 422 when the key was
+/// used with another request.
+async fn started_before(
+    state: &AppState,
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+) -> Result<Option<Accepted>, ApiError> {
+    let mut conn = state
+        .pool
+        .acquire()
+        .await
+        .context("Failed to get a database connection")?;
+    let export_id = match state
+        .idempotency
+        .lookup(&mut conn, key, fingerprint)
+        .await?
+    {
+        Seen::New => return Ok(None),
+        Seen::OtherRequest => return Err(KeyError::Reused.into()),
+        Seen::Created(export_id) => export_id,
+    };
+    drop(conn);
+    let export = find(state, export_id).await?;
+    Ok(Some(Accepted {
+        export_id,
+        status: export.status,
+    }))
+}
+
+fn accepted(body: Accepted) -> impl IntoResponse {
+    let location = format!("/exports/{}", body.export_id);
+    (StatusCode::ACCEPTED, [(LOCATION, location)], Json(body))
 }
 
 #[tracing::instrument(name = "exports.get", skip(state))]

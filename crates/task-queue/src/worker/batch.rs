@@ -11,6 +11,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use kafka::HandlerError;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, oneshot};
@@ -31,6 +32,7 @@ pub(super) struct Batcher {
 struct Pending {
     task_id: Uuid,
     attempt: u32,
+    scheduled_for: Option<DateTime<Utc>>,
     payload: Vec<u8>,
     /// The task's own span: its handler runs in it whichever caller runs the batch.
     span: tracing::Span,
@@ -80,12 +82,14 @@ impl Batcher {
         task: &Registered,
         task_id: Uuid,
         attempt: u32,
+        scheduled_for: Option<DateTime<Utc>>,
         payload: &[u8],
     ) -> Result<Run, HandlerError> {
         let (outcome, mut decided) = oneshot::channel();
         self.lock().push_back(Pending {
             task_id,
             attempt,
+            scheduled_for,
             payload: payload.to_vec(),
             span: tracing::Span::current(),
             outcome,
@@ -209,6 +213,7 @@ async fn execute(pool: &PgPool, task: &Registered, mut batch: Vec<Pending>) {
                         task,
                         pending.task_id,
                         pending.attempt,
+                        pending.scheduled_for,
                         &pending.payload,
                     )
                     .instrument(pending.span.clone())
@@ -246,6 +251,7 @@ async fn attempt(
                 let mut ctx = TaskContext {
                     task_id: pending.task_id,
                     attempt: pending.attempt,
+                    scheduled_for: pending.scheduled_for,
                     conn: &mut tx,
                 };
                 if let Err(error) = task

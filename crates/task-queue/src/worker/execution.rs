@@ -6,6 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use futures::FutureExt as _;
 use kafka::HandlerError;
 use sqlx::{PgConnection, PgPool};
@@ -132,6 +133,7 @@ pub(super) async fn run_alone(
     task: &Registered,
     task_id: Uuid,
     attempt: u32,
+    scheduled_for: Option<DateTime<Utc>>,
     payload: &[u8],
 ) -> Result<Run, HandlerError> {
     let mut tx = pool
@@ -152,6 +154,7 @@ pub(super) async fn run_alone(
     let mut ctx = TaskContext {
         task_id,
         attempt,
+        scheduled_for,
         conn: &mut tx,
     };
     match task.call(payload, &mut ctx).await {

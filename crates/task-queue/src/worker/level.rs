@@ -109,7 +109,6 @@ impl LevelHandler {
         }
 
         let payload = message.payload.as_deref().unwrap_or_default();
-        let enqueued_at = envelope.enqueued_at;
         let blocking_attempts = self.shared.retry.blocking_attempts;
         let mut attempts = envelope.attempts;
         let mut blocking_attempt = 0;
@@ -118,7 +117,7 @@ impl LevelHandler {
             attempts += 1;
             tracing::Span::current().record("attempt", attempts);
             let error = match self
-                .run(task, task_id, attempts, enqueued_at, payload)
+                .run(task, task_id, attempts, &envelope, payload)
                 .await?
             {
                 Run::Succeeded | Run::AlreadyDone => return Ok(()),
@@ -144,7 +143,7 @@ impl LevelHandler {
         task: &Registered,
         task_id: Uuid,
         attempt: u32,
-        enqueued_at: Option<DateTime<Utc>>,
+        envelope: &Envelope,
         payload: &[u8],
     ) -> Result<Run, HandlerError> {
         let _permit = task
@@ -153,14 +152,35 @@ impl LevelHandler {
             .await
             .map_err(stopping)?;
         let _in_flight = InFlight::enter(&task.metrics.in_flight);
-        if let Some(enqueued_at) = enqueued_at {
+        if let Some(enqueued_at) = envelope.enqueued_at {
             let age = (Utc::now() - enqueued_at).to_std().unwrap_or_default();
             task.metrics.age_at_start.record(age.as_secs_f64());
         }
         let pool = &self.shared.pool;
         match &task.batcher {
-            Some(batcher) => batcher.run(pool, task, task_id, attempt, payload).await,
-            None => run_alone(pool, task, task_id, attempt, payload).await,
+            Some(batcher) => {
+                batcher
+                    .run(
+                        pool,
+                        task,
+                        task_id,
+                        attempt,
+                        envelope.scheduled_for,
+                        payload,
+                    )
+                    .await
+            }
+            None => {
+                run_alone(
+                    pool,
+                    task,
+                    task_id,
+                    attempt,
+                    envelope.scheduled_for,
+                    payload,
+                )
+                .await
+            }
         }
     }
 

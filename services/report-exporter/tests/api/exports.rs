@@ -349,6 +349,66 @@ async fn invalid_requests_and_unknown_exports_are_problems() {
     app.stop().await.unwrap();
 }
 
+/// A client that retries `POST /exports` after a timeout, or sends it twice at once, starts one
+/// export; the same key with another request is refused.
+#[tokio::test]
+async fn an_idempotency_key_starts_one_export_however_often_and_concurrently_it_is_sent() {
+    let app = spawn_app().await;
+    let (from, to) = seeded_range(start(), 10);
+    let body = json!({ "from": from, "to": to, "recipient": "ops@example.com" });
+    let exports_of = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM exports")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+
+    let key = Uuid::now_v7().to_string();
+    let first = app.exports.create_with_key(&key, &body).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let location = first.headers()["location"].clone();
+    let first: serde_json::Value = first.json().await.unwrap();
+    let again = app.exports.create_with_key(&key, &body).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::ACCEPTED,
+        "the first response again"
+    );
+    assert_eq!(again.headers()["location"], location);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["export_id"], first["export_id"]);
+    assert_eq!(exports_of(app.pool.clone()).await, 1);
+
+    // Another request under the same key: 422 naming the header; nothing started.
+    let mut other = body.clone();
+    other["recipient"] = json!("someone-else@example.com");
+    let refused = app.exports.create_with_key(&key, &other).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert!(
+        problem["errors"]["Idempotency-Key"].is_string(),
+        "{problem}"
+    );
+    assert_eq!(exports_of(app.pool.clone()).await, 1);
+
+    // Eight at once with a new key: one export, and every answer is it.
+    let key = Uuid::now_v7().to_string();
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.exports.create_with_key(&key, &other))).await;
+    let mut ids = HashSet::new();
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        ids.insert(body["export_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(exports_of(app.pool.clone()).await, 2);
+
+    let invalid = app.exports.create_with_key("a key", &body).await;
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await.unwrap();
+}
+
 impl TestApp {
     /// Stops the service and keeps its database (and so its jobs) for another instance.
     pub async fn stop_keeping_database(self) -> test_support::TestDatabase {

@@ -57,6 +57,17 @@ impl ExportsClient {
             .expect("POST /exports")
     }
 
+    /// `POST /exports` with an `Idempotency-Key`.
+    pub async fn create_with_key(&self, key: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/exports", self.base))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /exports")
+    }
+
     /// Starts an export of `[from, to)` with `options` merged into the body; its id.
     pub async fn start(&self, from: DateTime<Utc>, to: DateTime<Utc>, options: Value) -> Uuid {
         let mut body = json!({ "from": from, "to": to });
