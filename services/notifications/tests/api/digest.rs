@@ -109,6 +109,56 @@ async fn a_daily_digest_counts_yesterdays_deliveries_by_kind() {
     );
 }
 
+/// A digest that runs days after its occurrence was due (a downtime, a catch-up, a replay)
+/// covers the day before the one it was due on, not the day before today.
+#[tokio::test]
+async fn a_late_digest_counts_the_day_before_its_due_day() {
+    let provider = FakeProvider::start().await;
+    let app = spawn_app(Some(&provider)).await;
+    let due = (Utc::now().date_naive() - Days::new(3))
+        .and_hms_opt(6, 0, 0)
+        .unwrap()
+        .and_utc();
+    let covered = due.date_naive() - Days::new(1);
+    let pool = PgPool::connect(app.database_url()).await.unwrap();
+    for delivered_at in [
+        covered.and_hms_opt(10, 0, 0).unwrap().and_utc(),
+        // Yesterday's: what a digest counted from the run time would have counted.
+        (Utc::now().date_naive() - Days::new(1))
+            .and_hms_opt(10, 0, 0)
+            .unwrap()
+            .and_utc(),
+    ] {
+        sqlx::query(
+            "INSERT INTO notifications (task_id, kind, order_id, recipient, attempts, delivered_at)
+             VALUES ($1, 'order_confirmation', $2, 'ada@example.com', 1, $3)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(Uuid::now_v7())
+        .bind(delivered_at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let recipient = format!("{}@example.com", unique_name("ops"));
+    let mut payload = contract_example("send-daily-digest.json");
+    payload["recipient"] = json!(recipient);
+    let task = TestTask {
+        name: "SendDailyDigest",
+        id: Uuid::now_v7(),
+        payload,
+    };
+
+    app.tasks.publish_scheduled(&task, due).await;
+
+    app.delivered("kind=daily_digest", 1).await;
+    let calls = provider.calls_for(&recipient);
+    assert_eq!(
+        calls[0].body["body"],
+        format!("Notifications delivered on {covered} (UTC): 1.\n- order_confirmation: 1")
+    );
+}
+
 /// The whole way: schedule, scheduler, outbox, relay, queue, worker. A cron of every two
 /// seconds stands in for the daily one.
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
 use kafka::{KafkaConfig, MessageHeaders, Producer};
 use notifications::{Application, Config};
 use platform::config::Env;
@@ -294,6 +295,23 @@ impl Tasks {
     pub async fn publish_keyed(&self, task: &TestTask, key: &str) {
         let payload = serde_json::to_vec(&task.payload).expect("JSON");
         self.publish_raw(task.name, task.id, key, &payload).await;
+    }
+
+    /// As the task scheduler fires it: with the time its occurrence was due for.
+    pub async fn publish_scheduled(&self, task: &TestTask, scheduled_for: DateTime<Utc>) {
+        let payload = serde_json::to_vec(&task.payload).expect("JSON");
+        self.producer
+            .publish_bytes(
+                &self.topic,
+                Some(task.id.to_string().as_bytes()),
+                Some(&payload),
+                MessageHeaders::new(task.name).message_id(task.id).header(
+                    task_queue::header::TASK_SCHEDULED_FOR,
+                    scheduled_for.to_rfc3339(),
+                ),
+            )
+            .await
+            .expect("published");
     }
 
     /// Any bytes as a task, for what a broken producer might send.
