@@ -104,9 +104,10 @@ impl TaskHandler<StartNightlyExport> for StartNightlyExports {
         let day = yesterday(ctx.scheduled_for.unwrap_or_else(Utc::now), timezone);
         let (from, to) = day_bounds(day, timezone)?;
         let export = NewExport {
-            // Random, not derived from the day: an export holds every customer's e-mail
-            // address, and a guessable id is one check away from a leak.
-            export_id: Uuid::new_v4(),
+            // Not derived from the day: an export holds every customer's e-mail address, and a
+            // guessable id is one check away from a leak. A v7 id, as for every other export:
+            // time-ordered, with 74 random bits.
+            export_id: Uuid::now_v7(),
             params: ExportParams {
                 from,
                 to,
