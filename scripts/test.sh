@@ -71,9 +71,11 @@ run_step clippy cargo clippy --workspace --all-targets -- -D warnings
 run_step nextest cargo nextest run --workspace --no-fail-fast --profile "$NEXTEST_PROFILE" "$@"
 # nextest does not run doc tests.
 run_step doctest cargo test --workspace --doc
+# A broken intra-doc link is a drifted doc: rustdoc warnings fail the run.
+run_step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
 if ((${#failed[@]})); then
   log "FAILED: ${failed[*]}"
   exit 1
 fi
-log "all steps passed (fmt, clippy, nextest, doctest)"
+log "all steps passed (fmt, clippy, nextest, doctest, doc)"

@@ -30,7 +30,7 @@ pub fn on_signal(token: CancellationToken) {
 
 /// A service's background work (consumers, a relay, a scheduler), meant to last until shutdown.
 ///
-/// Each piece runs in a task of its own through [`until_stopped`]: if one ends before shutdown,
+/// Each piece runs in a task of its own through `until_stopped`: if one ends before shutdown,
 /// it failed, and `on_failure` is cancelled so that the whole service stops and reports it.
 /// [`Background::join`] waits for all of them after the caller told them to stop.
 #[derive(Debug)]
