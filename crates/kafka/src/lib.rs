@@ -2,6 +2,7 @@
 
 mod config;
 pub mod consumer;
+mod handler_error;
 mod health;
 mod message;
 mod producer;

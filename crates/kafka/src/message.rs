@@ -3,7 +3,7 @@ use rdkafka::Message as _;
 use rdkafka::message::{BorrowedMessage, Headers as _};
 use serde::de::DeserializeOwned;
 
-use crate::consumer::HandlerError;
+use crate::handler_error::HandlerError;
 
 /// Names of the headers that [`crate::Producer`] sets on every message.
 pub mod header {
