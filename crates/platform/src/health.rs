@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
-use crate::http::Problem;
+use crate::http::problem::Problem;
 
 /// How long one check may take. A probe that hangs is as bad as one that fails, and the
 /// orchestrator's own probe timeout is usually not much longer.

@@ -4,7 +4,7 @@
 pub mod admin;
 mod extract;
 mod page;
-mod problem;
+pub(crate) mod problem;
 
 use std::time::{Duration, Instant};
 
