@@ -18,9 +18,9 @@ pub const DELETE_CHUNK: i64 = 10_000;
 /// The counter of deleted rows, labelled `what` (the kind of record, e.g. `task_executions`).
 pub const DELETED_ROWS_METRIC: &str = "retention_deleted_rows_total";
 
-/// `RETENTION_PERIOD`'s default: a week, longer than the topics' Kafka retention (the broker's
-/// default is 7 days too, and a record must outlive every copy of its message; see the
-/// services' READMEs).
+/// `RETENTION_PERIOD`'s default: a week, the broker's default topic retention. An execution
+/// record must outlive every copy of its message, so a deployment that keeps its topics longer
+/// needs a longer period (see the services' READMEs).
 pub const DEFAULT_PERIOD: Duration = Duration::from_hours(7 * 24);
 
 /// `RETENTION_CRON`'s default: every hour at minute 17 (croner's syntax with a leading seconds
