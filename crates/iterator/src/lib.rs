@@ -3,6 +3,7 @@
 mod erased;
 mod job;
 mod jobs;
+mod retention;
 mod runner;
 
 use anyhow::Context as _;
@@ -10,6 +11,7 @@ use sqlx::PgPool;
 
 pub use job::{Chunk, CompletedJob, Job, Shard};
 pub use jobs::{Control, JobOptions, JobState, JobStatus, Jobs, STEP_MESSAGE_TYPE};
+pub use retention::{DeletedJob, delete_finished_in, purge_steps};
 pub use runner::{JobRunner, iterations_topic, iterations_topic_named};
 
 /// The table that records which of this crate's migrations ran, apart from the service's own.

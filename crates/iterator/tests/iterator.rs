@@ -581,3 +581,112 @@ async fn stray_messages_are_set_aside_and_a_panicking_chunk_fails_only_its_job()
     stop(runner).await;
     setup.stop().await;
 }
+
+/// Inserts a job of `kind` in `state`, last changed and (unless failed) finished `hours_ago`,
+/// with one shard and two recorded steps.
+async fn insert_finished_job(pool: &PgPool, kind: &str, state: &str, hours_ago: i32) -> Uuid {
+    let job_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (job_id, kind, params, state, chunk_size, finished_at, updated_at)
+         VALUES ($1, $2, '{}', $3, 10,
+                 CASE WHEN $3 IN ('completed', 'cancelled')
+                      THEN now() - make_interval(hours => $4) END,
+                 now() - make_interval(hours => $4))",
+    )
+    .bind(job_id)
+    .bind(kind)
+    .bind(state)
+    .bind(hours_ago)
+    .execute(pool)
+    .await
+    .expect("insert a job");
+    sqlx::query("INSERT INTO job_shards (job_id, shard, next_step, done) VALUES ($1, 0, 2, true)")
+        .bind(job_id)
+        .execute(pool)
+        .await
+        .expect("insert its shard");
+    sqlx::query(
+        "INSERT INTO job_steps (job_id, shard, step, rows, processed_by)
+         VALUES ($1, 0, 0, 10, 'test'), ($1, 0, 1, 10, 'test')",
+    )
+    .bind(job_id)
+    .execute(pool)
+    .await
+    .expect("insert its steps");
+    job_id
+}
+
+#[tokio::test]
+async fn retention_deletes_the_steps_and_jobs_of_jobs_finished_long_ago_only() {
+    platform::telemetry::init_for_tests();
+    let db = TestDatabase::create().await;
+    outbox::migrate(&db.pool).await.expect("outbox migrations");
+    iterator::migrate(&db.pool)
+        .await
+        .expect("iterator migrations");
+    let age = Duration::from_hours(1);
+    let mut old = Vec::new();
+    for state in ["completed", "failed", "cancelled"] {
+        old.push(insert_finished_job(&db.pool, "copy", state, 2).await);
+    }
+    let recent = insert_finished_job(&db.pool, "copy", "completed", 0).await;
+    // Active, paused or pending however long ago they last changed: never deleted.
+    let mut active = Vec::new();
+    for state in ["running", "paused", "pending"] {
+        active.push(insert_finished_job(&db.pool, "copy", state, 48).await);
+    }
+    let other_kind = insert_finished_job(&db.pool, "other", "completed", 2).await;
+    let steps_of = |job_id: Uuid| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM job_steps WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+
+    // The steps of the four jobs finished two hours ago go; their jobs stay.
+    assert_eq!(iterator::purge_steps(&db.pool, age).await.unwrap(), 8);
+    for &job_id in old.iter().chain([&other_kind]) {
+        assert_eq!(steps_of(job_id).await, 0);
+    }
+    for &job_id in active.iter().chain([&recent]) {
+        assert_eq!(steps_of(job_id).await, 2);
+    }
+    assert_eq!(iterator::purge_steps(&db.pool, age).await.unwrap(), 0);
+
+    // The jobs themselves, of one kind, in the caller's transaction, a chunk at a time.
+    let mut tx = db.pool.begin().await.unwrap();
+    let first = iterator::delete_finished_in(&mut tx, "copy", age, 2)
+        .await
+        .unwrap();
+    let rest = iterator::delete_finished_in(&mut tx, "copy", age, 2)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!((first.len(), rest.len()), (2, 1));
+    let mut deleted: Vec<Uuid> = first.iter().chain(&rest).map(|job| job.job_id).collect();
+    deleted.sort();
+    old.sort();
+    assert_eq!(deleted, old);
+    assert!(first.iter().chain(&rest).all(|job| job.shards == 1));
+    let mut left: Vec<Uuid> = sqlx::query_scalar("SELECT job_id FROM jobs ORDER BY job_id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    let mut expected: Vec<Uuid> = active.iter().copied().chain([recent, other_kind]).collect();
+    expected.sort();
+    left.sort();
+    assert_eq!(left, expected);
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM job_shards WHERE job_id <> ALL($1))
+              + (SELECT count(*) FROM job_steps WHERE job_id <> ALL($1))",
+    )
+    .bind(&expected)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0, "shards and steps go with their job");
+}

@@ -148,8 +148,8 @@ impl Env {
         })
     }
 
-    /// The variable parsed with [`parse_duration`] (`250ms`, `10s`, `15m`, `2h30m`), or `default`
-    /// when it is unset.
+    /// The variable parsed with [`parse_duration`] (`250ms`, `10s`, `15m`, `2h30m`, `7d`), or
+    /// `default` when it is unset.
     pub fn duration_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         self.parse_with(name, default, parse_duration)
     }
@@ -216,8 +216,8 @@ impl fmt::Debug for Env {
     }
 }
 
-/// Parses a duration written as integers with units, such as `250ms`, `10s`, `15m`, `1h` or
-/// `2h30m`.
+/// Parses a duration written as integers with units, such as `250ms`, `10s`, `15m`, `1h`,
+/// `2h30m` or `7d` (a day is 24 hours).
 ///
 /// A bare number is rejected: whether `30` means seconds or milliseconds is exactly the kind of
 /// ambiguity that turns into a production incident.
@@ -250,12 +250,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Some(1),
             "m" => Some(60),
             "h" => Some(3600),
+            "d" => Some(86_400),
             "" => {
                 return Err(format!(
-                    "a unit is required after {digits}: use ms, s, m or h (for example \"{digits}s\")"
+                    "a unit is required after {digits}: use ms, s, m, h or d (for example \"{digits}s\")"
                 ));
             }
-            other => return Err(format!("unknown unit \"{other}\": use ms, s, m or h")),
+            other => return Err(format!("unknown unit \"{other}\": use ms, s, m, h or d")),
         };
         let part = match seconds_per_unit {
             None => Some(Duration::from_millis(amount)),
@@ -518,6 +519,8 @@ mod tests {
         assert_eq!(parse_duration("2h30m"), Ok(Duration::from_mins(150)));
         assert_eq!(parse_duration("1m500ms"), Ok(Duration::from_millis(60_500)));
         assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_hours(168)));
+        assert_eq!(parse_duration("1d12h"), Ok(Duration::from_hours(36)));
     }
 
     #[test]
@@ -537,7 +540,7 @@ mod tests {
             "1.5s",
             "-1s",
             "10 s",
-            "3d",
+            "3w",
             "10sec",
             "99999999999999999999s",
         ] {

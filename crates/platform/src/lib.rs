@@ -5,5 +5,6 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod retention;
 pub mod shutdown;
 pub mod telemetry;

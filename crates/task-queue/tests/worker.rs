@@ -241,14 +241,63 @@ async fn the_execution_record_names_the_task_and_its_effect_commits_with_it() {
     .await
     .unwrap();
     assert_eq!((name.as_str(), attempts, completed), ("TestJob", 1, true));
+}
 
-    let purged = task_queue::purge_executions(&setup.db.pool, chrono::Utc::now())
+#[tokio::test]
+async fn retention_deletes_execution_records_and_decided_dead_letters_past_their_age() {
+    let setup = Setup::new().await;
+    let pool = &setup.db.pool;
+    let age = Duration::from_hours(1);
+    // Execution records: one completed two hours ago, one just now.
+    sqlx::query(
+        "INSERT INTO task_executions (task_id, task_name, attempts, completed_at)
+         VALUES ($1, 'TestJob', 1, now() - interval '2 hours'), ($2, 'TestJob', 1, now())",
+    )
+    .bind(Uuid::now_v7())
+    .bind(Uuid::now_v7())
+    .execute(pool)
+    .await
+    .unwrap();
+    // Dead letters: replayed and dropped long ago (go), replayed just now (stays), and one
+    // still waiting for a decision, however old (stays).
+    for (state, changed_hours_ago) in [
+        ("replayed", Some(2)),
+        ("dropped", Some(2)),
+        ("replayed", Some(0)),
+        ("dead", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO dead_letters (queue, task_id, task_name, headers, attempts, first_error,
+                 last_error, original_topic, original_partition, original_offset,
+                 first_failed_at, dead_lettered_at, state, state_changed_at)
+             VALUES ('q', $1, 'TestJob', '[]', 1, 'e', 'e', 'q', 0, 0,
+                 now() - interval '30 days', now() - interval '30 days', $2,
+                 now() - make_interval(hours => $3))",
+        )
+        .bind(Uuid::now_v7())
+        .bind(state)
+        .bind(changed_hours_ago)
+        .execute(pool)
         .await
         .unwrap();
-    assert_eq!(purged, 1);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM task_executions")
-        .fetch_one(&setup.db.pool)
+    }
+
+    assert_eq!(task_queue::purge_executions(pool, age).await.unwrap(), 1);
+    assert_eq!(task_queue::purge_dead_letters(pool, age).await.unwrap(), 2);
+
+    let executions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_executions WHERE completed_at > now() - interval '1 minute'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(executions, 1, "the recent record stays");
+    let left: Vec<String> = sqlx::query_scalar("SELECT state FROM dead_letters ORDER BY state")
+        .fetch_all(pool)
         .await
         .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(left, ["dead", "replayed"]);
+    // Nothing more is old enough: a second run deletes nothing.
+    assert_eq!(task_queue::purge_executions(pool, age).await.unwrap(), 0);
+    assert_eq!(task_queue::purge_dead_letters(pool, age).await.unwrap(), 0);
 }

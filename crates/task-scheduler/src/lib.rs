@@ -4,6 +4,7 @@ pub mod admin;
 pub mod calendar;
 mod listener;
 mod recurrence;
+mod retention;
 mod scheduler;
 mod schedules;
 mod template;
@@ -11,6 +12,7 @@ mod template;
 use anyhow::Context as _;
 use sqlx::PgPool;
 
+pub use retention::purge_schedules;
 pub use scheduler::{Scheduler, SchedulerSettings, TASK_ID_NAMESPACE, derive_task_id};
 pub use schedules::{
     MisfirePolicy, NOTIFY_CHANNEL, OverlapPolicy, Schedule, ScheduleState, Schedules,

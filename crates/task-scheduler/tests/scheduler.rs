@@ -822,3 +822,126 @@ async fn a_template_the_outbox_refuses_is_put_back_and_the_others_fire() {
     assert_eq!((state.as_str(), attempts, later), ("pending", 1, true));
     assert!(error.unwrap().contains("empty topic"));
 }
+
+/// Moves every fire (but `except`'s) two hours into the past, and every creation a day.
+async fn age_fires_but(setup: &Setup, except: &str) {
+    sqlx::query(
+        "UPDATE scheduled_tasks
+         SET due_at = due_at - interval '2 hours', fired_at = fired_at - interval '2 hours'
+         WHERE state <> 'pending' AND dedup_key <> $1",
+    )
+    .bind(except)
+    .execute(&setup.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE scheduled_tasks SET created_at = now() - interval '1 day'")
+        .execute(&setup.pool)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_purge_deletes_old_rows_but_a_recurring_schedule_keeps_firing_once_per_occurrence() {
+    let setup = Setup::new().await;
+    setup
+        .schedules
+        .upsert_recurring(
+            "tick",
+            "* * * * * *",
+            "UTC",
+            setup.template(0),
+            MisfirePolicy::FireOnce,
+            OverlapPolicy::Allow,
+        )
+        .await
+        .unwrap();
+    // One-offs: fired long ago (goes), fired just now (stays), and pending, created long ago
+    // and due in an hour (stays: pending rows are never deleted).
+    for key in ["old-one-off", "new-one-off"] {
+        setup
+            .schedules
+            .schedule_after(key, setup.template(1), Duration::ZERO)
+            .await
+            .unwrap();
+    }
+    setup
+        .schedules
+        .schedule_after(
+            "pending-one-off",
+            setup.template(2),
+            Duration::from_hours(1),
+        )
+        .await
+        .unwrap();
+    let scheduler = setup.scheduler(SchedulerSettings::default());
+    setup.wait_for_fired(5).await;
+    scheduler.stop().await;
+
+    age_fires_but(&setup, "new-one-off").await;
+    let tick_fires: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM scheduled_tasks WHERE recurring = 'tick' AND state = 'fired'",
+    )
+    .fetch_one(&setup.pool)
+    .await
+    .unwrap();
+    assert!(tick_fires >= 3, "{tick_fires}");
+
+    let purged = task_scheduler::purge_schedules(&setup.pool, Duration::from_hours(1))
+        .await
+        .unwrap();
+
+    // Every aged tick fire but the latest, and the aged one-off.
+    assert_eq!(purged, u64::try_from(tick_fires).unwrap());
+    let left: Vec<(String, String)> = sqlx::query_as(
+        "SELECT coalesce(recurring, dedup_key), state::text FROM scheduled_tasks
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&setup.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        [
+            ("new-one-off".to_owned(), "fired".to_owned()),
+            ("pending-one-off".to_owned(), "pending".to_owned()),
+            ("tick".to_owned(), "fired".to_owned()),
+            ("tick".to_owned(), "pending".to_owned()),
+        ]
+    );
+    let fires_before = setup.outbox_rows().await;
+
+    // The recurrence goes on from its pending occurrence: one fire per second, none repeated.
+    let scheduler = setup.scheduler(SchedulerSettings::default());
+    eventually(DEADLINE, "three more tick fires", || async {
+        (setup.count("fired").await >= 5).then_some(())
+    })
+    .await;
+    scheduler.stop().await;
+    let fired_after: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "SELECT due_at FROM scheduled_tasks
+         WHERE recurring = 'tick' AND state = 'fired' AND due_at > now() - interval '1 hour'
+         ORDER BY due_at",
+    )
+    .fetch_all(&setup.pool)
+    .await
+    .unwrap();
+    assert!(fired_after.len() >= 3, "{fired_after:?}");
+    for pair in fired_after.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "one per period"
+        );
+    }
+    assert_eq!(
+        setup.outbox_rows().await,
+        fires_before + i64::try_from(fired_after.len()).unwrap(),
+        "one task per fire"
+    );
+    let distinct_tasks: i64 = sqlx::query_scalar("SELECT count(DISTINCT message_id) FROM outbox")
+        .fetch_one(&setup.pool)
+        .await
+        .unwrap();
+    assert_eq!(distinct_tasks, setup.outbox_rows().await);
+    assert_eq!(setup.count("pending").await, 2);
+}

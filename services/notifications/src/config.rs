@@ -2,6 +2,7 @@ use std::time::Duration;
 
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env, parse_duration};
+pub use platform::retention::RetentionConfig;
 use reqwest::Url;
 use task_scheduler::calendar::timezone_from_env;
 
@@ -43,6 +44,9 @@ pub struct Config {
     /// bearer token.
     pub admin: AdminConfig,
     pub digest: DigestConfig,
+    /// `RETENTION_PERIOD` (default `7d`) and `RETENTION_CRON` (default `0 17 * * * *`): when
+    /// the `purge-expired-records` schedule deletes what the service no longer needs.
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ impl Config {
             provider: ProviderConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
             digest: DigestConfig::from_env(env)?,
+            retention: RetentionConfig::from_env(env)?,
         })
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod digest;
 mod error;
 mod notification;
+mod retention;
 mod routes;
 mod store;
 mod tasks;
@@ -27,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{
     AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, DigestConfig, ProviderConfig,
-    SERVICE_NAME,
+    RetentionConfig, SERVICE_NAME,
 };
+pub use retention::RETENTION_SCHEDULE;
 
 use crate::digest::{DIGEST_SCHEDULE, SendDailyDigest};
 use crate::notification::Provider;
@@ -50,8 +52,9 @@ pub struct Application {
 impl Application {
     /// Connects to the database (creating it and running the migrations: the service's own, the
     /// task queue's `task_executions` and `dead_letters`, the outbox and the task scheduler's
-    /// tables) and to the broker, stores the `daily-digest` recurring schedule (`DIGEST_*`), and
-    /// binds the HTTP port. Fails fast, naming what is wrong.
+    /// tables) and to the broker, stores the `daily-digest` (`DIGEST_*`) and
+    /// `purge-expired-records` (`RETENTION_*`) recurring schedules, and binds the HTTP port.
+    /// Fails fast, naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
@@ -64,6 +67,7 @@ impl Application {
         let dead_letters = DeadLetterStore::new(pool.clone());
         let schedules = Schedules::new(pool.clone());
         upsert_daily_digest(&schedules, &config).await?;
+        retention::upsert_schedule(&schedules, &config.tasks_topic, &config.retention).await?;
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;

@@ -8,18 +8,25 @@ use task_queue::{RetryLevels, TaskContext, TaskError, TaskHandler, TaskOptions, 
 use crate::config::Config;
 use crate::digest::{SendDailyDigest, SendDigests};
 use crate::notification::{Notification, Provider};
+use crate::retention::{self, PurgeExpiredRecords, PurgeRecords};
 use crate::store;
 use crate::tasks::{
     Notify, SendExportReady, SendOrderCancelled, SendOrderConfirmation, SendPaymentReminder,
 };
 
-/// A worker for the tasks of `config.tasks_topic`, with a handler for each task type.
+/// A worker for the tasks of `config.tasks_topic`, with a handler for each task type: the
+/// notifications, the daily digest and the service's own retention.
 ///
 /// What it does not know ends up in the dead-letter topic, at once: a payload that is not the
 /// JSON of its type, or a type without a handler.
 pub fn worker(pool: PgPool, kafka: &KafkaConfig, config: &Config, provider: Provider) -> Worker {
     let deliver = Deliver {
         provider: provider.clone(),
+    };
+    let purge = PurgeRecords {
+        pool: pool.clone(),
+        period: config.retention.period,
+        notifications_age: retention::notifications_age(config),
     };
     Worker::new(
         pool,
@@ -38,6 +45,7 @@ pub fn worker(pool: PgPool, kafka: &KafkaConfig, config: &Config, provider: Prov
     .register::<SendPaymentReminder, _>(deliver.clone(), TaskOptions::default())
     .register::<SendExportReady, _>(deliver, TaskOptions::default())
     .register::<SendDailyDigest, _>(SendDigests { provider }, TaskOptions::default())
+    .register::<PurgeExpiredRecords, _>(purge, TaskOptions::default())
 }
 
 /// The handler of every task type: deliver, then record the delivery.

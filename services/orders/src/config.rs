@@ -2,6 +2,7 @@ use std::time::Duration;
 
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env};
+pub use platform::retention::RetentionConfig;
 use reqwest::Url;
 
 pub const SERVICE_NAME: &str = "orders";
@@ -39,6 +40,9 @@ pub struct Config {
     /// `IDEMPOTENCY_KEY_TTL` (default `24h`): how long an `Idempotency-Key` of `POST /orders`
     /// is remembered; a retry after that places a new order.
     pub idempotency_ttl: Duration,
+    /// `RETENTION_PERIOD` (default `7d`) and `RETENTION_CRON` (default `0 17 * * * *`): when
+    /// the `purge-expired-records` schedule deletes what the service no longer needs.
+    pub retention: RetentionConfig,
 }
 
 impl Config {
@@ -52,6 +56,7 @@ impl Config {
             admin: AdminConfig::from_env(env)?,
             idempotency_ttl: env
                 .positive_duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_hours(24))?,
+            retention: RetentionConfig::from_env(env)?,
         })
     }
 }

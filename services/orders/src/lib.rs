@@ -7,6 +7,7 @@ mod notification_tasks;
 mod order_tasks;
 mod orders;
 mod pricing;
+mod retention;
 mod routes;
 
 use std::net::SocketAddr;
@@ -27,8 +28,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AdminConfig, AdminToken, CatalogLookup, Config, DEFAULT_TASKS_TOPIC, SERVICE_NAME,
+    AdminConfig, AdminToken, CatalogLookup, Config, DEFAULT_TASKS_TOPIC, RetentionConfig,
+    SERVICE_NAME,
 };
+pub use retention::RETENTION_SCHEDULE;
 
 use crate::catalog::{CatalogProducts, PRODUCTS_TOPIC};
 use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
@@ -56,8 +59,8 @@ impl Application {
     /// Connects to the database (creating it and running the migrations: the service's own, the
     /// read models' revision records, the outbox, the task queue's execution records and the
     /// task scheduler's tables) and to the broker, provisions `orders.orders.v1` and
-    /// notifications' `notifications.tasks.v1`, and binds the HTTP port. Fails fast, naming what
-    /// is wrong.
+    /// notifications' `notifications.tasks.v1`, stores the `purge-expired-records` recurring
+    /// schedule (`RETENTION_*`), and binds the HTTP port. Fails fast, naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
             platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
@@ -70,6 +73,12 @@ impl Application {
         dead_letters::migrate(&pool).await?;
         idempotency::migrate(&pool).await?;
         let dead_letters = DeadLetterStore::new(pool.clone());
+        retention::upsert_schedule(
+            &Schedules::new(pool.clone()),
+            &config.tasks_topic,
+            &config.retention,
+        )
+        .await?;
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;
@@ -140,7 +149,7 @@ impl Application {
     }
 
     /// Serves HTTP, projects `catalog-cache.products.v1` into `catalog_products`, works off
-    /// orders' task queue (`CancelUnpaidOrder`), fires the due schedules and relays the outbox to
+    /// orders' task queue (`CancelUnpaidOrder`, `PurgeExpiredRecords`), fires the due schedules and relays the outbox to
     /// Kafka until `shutdown` is cancelled. Then, in this order: finishes in-flight requests,
     /// stops the projection, the worker, the scheduler and the relay (each finishes the work in
     /// hand), flushes the producer and closes the pool.
@@ -187,6 +196,11 @@ impl Application {
             &config.consumer_group_prefix,
             &config.tasks_topic,
             TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
+            retention::PurgeRecords {
+                pool: pool.clone(),
+                period: config.retention.period,
+                idempotency_ttl: config.idempotency_ttl,
+            },
         )
         .dead_letters(&dead_letters)
         .start(stop_background.clone())

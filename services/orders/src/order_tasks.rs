@@ -8,6 +8,7 @@ use task_queue::{Task, TaskContext, TaskError, TaskHandler, TaskOptions, TaskQue
 use uuid::Uuid;
 
 use crate::orders::{self, Cancellation};
+use crate::retention::{PurgeExpiredRecords, PurgeRecords};
 
 /// Cancels the order if it is still unpaid. Fired by the order's `order:<id>:cancel-unpaid`
 /// schedule at its `payment_due_at`; paying the order cancels that schedule, so normally it
@@ -23,19 +24,21 @@ impl Task for CancelUnpaidOrder {
 }
 
 /// The worker of orders' task queue `topic`, in the consumer group `<group_prefix>.tasks`.
-/// `notifications` is where the cancellation notice goes.
+/// `notifications` is where the cancellation notice goes; `purge` runs the retention.
 pub fn worker(
     pool: PgPool,
     kafka: &KafkaConfig,
     group_prefix: &str,
     topic: &str,
     notifications: TaskQueue,
+    purge: PurgeRecords,
 ) -> Worker {
     Worker::new(pool, kafka, format!("{group_prefix}.tasks"), topic)
         .register::<CancelUnpaidOrder, _>(
             CancelUnpaidOrders { notifications },
             TaskOptions::default(),
         )
+        .register::<PurgeExpiredRecords, _>(purge, TaskOptions::default())
 }
 
 /// The handler of [`CancelUnpaidOrder`].

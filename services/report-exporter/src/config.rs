@@ -3,6 +3,7 @@ use std::time::Duration;
 
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env};
+pub use platform::retention::RetentionConfig;
 use task_scheduler::calendar::timezone_from_env;
 
 pub const SERVICE_NAME: &str = "report-exporter";
@@ -51,6 +52,10 @@ pub struct Config {
     /// `IDEMPOTENCY_KEY_TTL` (default `24h`): how long an `Idempotency-Key` of `POST /exports`
     /// is remembered; a retry after that starts a new export.
     pub idempotency_ttl: Duration,
+    /// `RETENTION_PERIOD` (default `7d`, at least `IDEMPOTENCY_KEY_TTL`) and `RETENTION_CRON`
+    /// (default `0 17 * * * *`): when the `purge-expired-records` schedule deletes finished
+    /// exports and the records the service no longer needs.
+    pub retention: RetentionConfig,
 }
 
 /// Who may start, watch, control and download exports. An export holds every customer's e-mail
@@ -103,6 +108,15 @@ pub struct NightlyConfig {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let idempotency_ttl =
+            env.positive_duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_hours(24))?;
+        let retention = RetentionConfig::from_env(env)?;
+        retention.require_at_least(
+            idempotency_ttl,
+            "IDEMPOTENCY_KEY_TTL",
+            "a retried POST /exports answers with the export its Idempotency-Key points at, so \
+             exports must outlive the keys",
+        )?;
         Ok(Self {
             common: CommonConfig::from_env(env, SERVICE_NAME, 8084, "report_exporter")?,
             consumer_group_prefix: env.string_or("KAFKA_CONSUMER_GROUP_PREFIX", SERVICE_NAME),
@@ -113,8 +127,8 @@ impl Config {
             nightly: NightlyConfig::from_env(env)?,
             admin: AdminConfig::from_env(env)?,
             exports_auth: ExportsAuth::from_env(env)?,
-            idempotency_ttl: env
-                .positive_duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_hours(24))?,
+            idempotency_ttl,
+            retention,
         })
     }
 }
@@ -169,6 +183,27 @@ mod tests {
         assert_eq!(
             Config::from_env(&guarded).unwrap().exports_auth,
             ExportsAuth::Bearer(AdminToken::new("t0k3n"))
+        );
+    }
+
+    #[test]
+    fn exports_are_kept_at_least_as_long_as_the_idempotency_keys_that_point_at_them() {
+        let open = [("ADMIN_ROUTES", "false"), ("EXPORTS_AUTH", "false")];
+        let config = Config::from_env(&Env::from_pairs(open)).unwrap();
+        assert_eq!(config.retention.period, Duration::from_hours(7 * 24));
+
+        let error = Config::from_env(&Env::from_pairs(open).with("RETENTION_PERIOD", "12h"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("RETENTION_PERIOD"), "{error}");
+        assert!(error.contains("IDEMPOTENCY_KEY_TTL"), "{error}");
+        assert!(
+            Config::from_env(
+                &Env::from_pairs(open)
+                    .with("RETENTION_PERIOD", "12h")
+                    .with("IDEMPOTENCY_KEY_TTL", "1h")
+            )
+            .is_ok()
         );
     }
 

@@ -15,7 +15,8 @@ pub enum ApiError {
     #[error("invalid export: {0:?}")]
     InvalidExport(BTreeMap<&'static str, String>),
 
-    /// 404.
+    /// 404: no such export, or it finished longer than `RETENTION_PERIOD` ago and was deleted
+    /// with its file. Not 410: after the purge nothing tells the two apart.
     #[error("export {0} not found")]
     ExportNotFound(Uuid),
 
@@ -48,9 +49,10 @@ impl From<ApiError> for Problem {
                 serde_json::to_value(errors).expect("a map of strings is JSON"),
             ),
             ApiError::IdempotencyKey(error) => error.problem(),
-            ApiError::ExportNotFound(export_id) => {
-                Problem::not_found(format!("No export {export_id} exists."))
-            }
+            ApiError::ExportNotFound(export_id) => Problem::not_found(format!(
+                "No export {export_id} exists. Finished exports are deleted, with their \
+                 files, RETENTION_PERIOD after they finish."
+            )),
             ApiError::NotAllowed {
                 export_id,
                 state,

@@ -7,6 +7,7 @@ mod exports;
 mod nightly;
 mod notification_tasks;
 mod orders_view;
+mod retention;
 mod routes;
 
 use std::net::SocketAddr;
@@ -22,20 +23,23 @@ use platform::health::{Health, PostgresCheck};
 use platform::http::HttpSettings;
 use platform::shutdown::Background;
 use sqlx::PgPool;
-use task_queue::{RetryLevels, TaskQueue};
+use task_queue::{RetryLevels, TaskOptions, TaskQueue};
 use task_scheduler::{Scheduler, Schedules};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, ExportsAuth, NightlyConfig, SERVICE_NAME,
+    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, ExportsAuth, NightlyConfig,
+    RetentionConfig, SERVICE_NAME,
 };
 pub use export_job::CSV_HEADER;
 pub use nightly::NIGHTLY_SCHEDULE;
+pub use retention::RETENTION_SCHEDULE;
 
 use crate::export_job::ExportOrders;
 use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
 use crate::orders_view::{ORDERS_TOPIC, OrdersView};
+use crate::retention::{PurgeExpiredRecords, PurgeRecords};
 use crate::routes::AppState;
 
 /// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
@@ -61,7 +65,8 @@ pub struct Application {
 impl Application {
     /// Connects to the database (creating it and running the migrations: the service's own, the
     /// read models' revision records, the outbox, the task queue's execution records and the
-    /// task scheduler's tables) and to the broker, and binds the HTTP port. Fails fast, naming
+    /// task scheduler's tables) and to the broker, stores the `nightly-orders-export` and
+    /// `purge-expired-records` recurring schedules, and binds the HTTP port. Fails fast, naming
     /// what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool =
@@ -99,12 +104,9 @@ impl Application {
             .ensure_topics(&notifications_topic)
             .await
             .with_context(|| format!("Failed to provision {NOTIFICATIONS_TASKS_TOPIC}"))?;
-        nightly::upsert_schedule(
-            &Schedules::new(pool.clone()),
-            &config.tasks_topic,
-            &config.nightly,
-        )
-        .await?;
+        let schedules = Schedules::new(pool.clone());
+        nightly::upsert_schedule(&schedules, &config.tasks_topic, &config.nightly).await?;
+        retention::upsert_schedule(&schedules, &config.tasks_topic, &config.retention).await?;
 
         let jobs = Jobs::new(pool.clone(), &config.iterations_topic);
         let export = ExportOrders {
@@ -237,6 +239,15 @@ impl Application {
             &config.consumer_group_prefix,
             &config.tasks_topic,
             jobs,
+        )
+        .register::<PurgeExpiredRecords, _>(
+            PurgeRecords {
+                pool: pool.clone(),
+                export_dir: config.export_dir.clone(),
+                period: config.retention.period,
+                idempotency_ttl: config.idempotency_ttl,
+            },
+            TaskOptions::default(),
         )
         .dead_letters(&dead_letters)
         .start(stop_background.clone())

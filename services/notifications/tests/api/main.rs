@@ -8,3 +8,4 @@ mod digest;
 mod health;
 mod helpers;
 mod notifications;
+mod retention;

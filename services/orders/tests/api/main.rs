@@ -7,3 +7,4 @@ mod health;
 mod helpers;
 mod orders;
 mod payment_deadline;
+mod retention;
