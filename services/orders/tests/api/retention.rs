@@ -118,5 +118,23 @@ async fn the_schedule_purges_expired_keys_task_records_and_schedules_and_keeps_r
     .await
     .unwrap();
     assert_eq!(purges, 1);
+    // What was deleted is counted by kind (one process per test under nextest: these are this
+    // service's deletions only, at least the rows inserted above).
+    let metrics = app.http.get("/metrics").await.text().await.unwrap();
+    for (what, at_least) in [
+        ("idempotency_keys", 1),
+        ("task_executions", 1),
+        ("scheduled_tasks", 2),
+    ] {
+        let counted: u64 = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!("retention_deleted_rows_total{{what=\"{what}\"}} "))
+            })
+            .unwrap_or_else(|| panic!("no retention_deleted_rows_total for {what} in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(counted >= at_least, "{what}: {counted} deleted");
+    }
     app.stop().await.unwrap();
 }
