@@ -21,6 +21,7 @@ use crate::notification_tasks::{SendOrderCancelled, SendOrderConfirmation, SendP
 use crate::order_tasks::CancelUnpaidOrder;
 use crate::pricing::PriceLookup;
 use idempotency::{IdempotencyKey, IdempotencyKeys, KeyError, Seen};
+use platform::validate;
 
 /// Where orders announces every change of an order; see `docs/contracts/orders.orders.v1.md`.
 pub const ORDERS_TOPIC: EntityTopic = EntityTopic::new("orders", "orders", "order");
@@ -395,6 +396,12 @@ pub const MAX_ID_LEN: usize = 128;
 /// The longest e-mail address (RFC 5321: a 256-octet path less its angle brackets) and local part.
 pub const MAX_EMAIL_LEN: usize = 254;
 const MAX_EMAIL_LOCAL_LEN: usize = 64;
+/// The largest request body orders reads, in bytes. The largest valid `POST /orders` is under
+/// 90 KiB even with every character of its ids and address written as a `\uXXXX` escape
+/// ([`MAX_ITEMS`] lines of a [`MAX_ID_LEN`]-byte id and a quantity; the test
+/// `the_largest_valid_order_fits_the_body_limit` builds it); the rest is room for indentation.
+/// A larger body is refused with a 413 before it is read.
+pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// Every rule the request breaks, keyed by field, so that a client can fix them all at once.
 ///
@@ -404,10 +411,10 @@ const MAX_EMAIL_LOCAL_LEN: usize = 64;
 /// come from an order that was accepted.
 fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
     let mut errors = BTreeMap::new();
-    if let Err(reason) = check_text(&request.customer_id, MAX_ID_LEN) {
+    if let Err(reason) = validate::text(&request.customer_id, MAX_ID_LEN) {
         errors.insert("customer_id".to_owned(), reason);
     }
-    if let Err(reason) = check_text(&request.customer_email, MAX_EMAIL_LEN) {
+    if let Err(reason) = validate::text(&request.customer_email, MAX_EMAIL_LEN) {
         errors.insert("customer_email".to_owned(), reason);
     } else if !is_email_address(&request.customer_email) {
         errors.insert(
@@ -425,7 +432,7 @@ fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
         );
     }
     for (index, item) in request.items.iter().enumerate().take(MAX_ITEMS) {
-        if let Err(reason) = check_text(&item.product_id, MAX_ID_LEN) {
+        if let Err(reason) = validate::text(&item.product_id, MAX_ID_LEN) {
             errors.insert(format!("items[{index}].product_id"), reason);
         }
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
@@ -439,20 +446,6 @@ fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::InvalidOrder(errors))
-    }
-}
-
-/// Text a client sends: not blank, at most `max` bytes, no control characters (PostgreSQL
-/// refuses NUL in text, and none belongs in an id or an address).
-fn check_text(text: &str, max: usize) -> Result<(), String> {
-    if text.trim().is_empty() {
-        Err("must not be empty".to_owned())
-    } else if text.len() > max {
-        Err(format!("must be at most {max} bytes"))
-    } else if text.chars().any(char::is_control) {
-        Err("must not contain control characters".to_owned())
-    } else {
-        Ok(())
     }
 }
 
@@ -774,6 +767,35 @@ mod tests {
         let mut order = request(&[("p-1", 1)]);
         order.customer_email = format!("{}@example.com", "a".repeat(MAX_EMAIL_LOCAL_LEN + 1));
         assert_eq!(invalid_fields(&order), ["customer_email"]);
+    }
+
+    #[test]
+    fn the_largest_valid_order_fits_the_body_limit() {
+        // Every byte of every string as a six-byte `\uXXXX` escape, pretty-printed: the most
+        // bytes a valid order can take short of padding it with whitespace.
+        let escaped = |len: usize| "\\u0061".repeat(len);
+        let email = format!(
+            "{}@{}",
+            escaped(MAX_EMAIL_LOCAL_LEN),
+            escaped(MAX_EMAIL_LEN - MAX_EMAIL_LOCAL_LEN - 1)
+        );
+        let item = format!(
+            "    {{\n      \"product_id\": \"{}\",\n      \"quantity\": {MAX_QUANTITY}\n    }}",
+            escaped(MAX_ID_LEN)
+        );
+        let body = format!(
+            "{{\n  \"customer_id\": \"{}\",\n  \"customer_email\": \"{email}\",\n  \"items\": [\n{}\n  ]\n}}",
+            escaped(MAX_ID_LEN),
+            vec![item; MAX_ITEMS].join(",\n")
+        );
+        let order: PlaceOrder = serde_json::from_str(&body).expect("the body is a PlaceOrder");
+
+        assert!(invalid_fields(&order).is_empty());
+        assert!(
+            body.len() * 2 < BODY_LIMIT,
+            "{} bytes leave too little room under {BODY_LIMIT}",
+            body.len()
+        );
     }
 
     #[test]
