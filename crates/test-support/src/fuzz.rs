@@ -32,8 +32,8 @@ pub struct Route {
     pub query: &'static [&'static str],
     /// A valid body, for a route that reads one; the fuzzer mutates it.
     pub body: Option<Value>,
-    /// Whether the route is behind the admin token.
-    pub admin: bool,
+    /// The bearer token the route needs, if it is protected; the fuzzer mostly sends it.
+    pub token: Option<String>,
 }
 
 impl Route {
@@ -44,7 +44,7 @@ impl Route {
             params: Vec::new(),
             query: &[],
             body: None,
-            admin: false,
+            token: None,
         }
     }
 
@@ -67,8 +67,8 @@ impl Route {
     }
 
     #[must_use]
-    pub fn admin(mut self) -> Self {
-        self.admin = true;
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
         self
     }
 }
@@ -109,10 +109,10 @@ impl Fuzzer {
         }
     }
 
-    /// Sends `count` random requests to `routes` of `app`, the admin ones mostly with
-    /// `admin_token`, and panics, naming the request and the seed, at the first 5xx or at a 4xx
-    /// that is not a problem.
-    pub async fn run(&mut self, app: &TestApp, routes: &[Route], admin_token: &str, count: usize) {
+    /// Sends `count` random requests to `routes` of `app`, the protected ones mostly with their
+    /// token, and panics, naming the request and the seed, at the first 5xx or at a 4xx that is
+    /// not a problem.
+    pub async fn run(&mut self, app: &TestApp, routes: &[Route], count: usize) {
         for _ in 0..count {
             let route = routes.choose(&mut self.rng).expect("routes to fuzz");
             let sent = self.request(route);
@@ -123,8 +123,10 @@ impl Fuzzer {
             if let Some(content_type) = sent.content_type {
                 request = request.header(CONTENT_TYPE, content_type);
             }
-            if route.admin && self.rng.random_bool(0.9) {
-                request = request.bearer_auth(admin_token);
+            if let Some(token) = &route.token
+                && self.rng.random_bool(0.9)
+            {
+                request = request.bearer_auth(token);
             }
             if self.rng.random_bool(0.1) {
                 request = request.header("idempotency-key", self.header_value());
@@ -396,39 +398,40 @@ fn json_bytes(value: &Value) -> Vec<u8> {
 /// The admin routes every service with a database mounts from the crates: the schedules
 /// (`task_scheduler::admin`), the dead letters (`dead_letters::admin`) and the parked outbox
 /// rows (`outbox::admin`).
-pub fn crate_admin_routes() -> Vec<Route> {
+/// `admin_token` is their bearer token.
+pub fn crate_admin_routes(admin_token: &str) -> Vec<Route> {
     let id = uuid::Uuid::now_v7().to_string();
     vec![
         Route::new(Method::GET, "/admin/schedules")
             .query(&["state", "limit"])
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::DELETE, "/admin/schedules/{id}")
             .param("id", &id)
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::GET, "/admin/dead-letters")
             .query(&["consumer", "after", "limit"])
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::POST, "/admin/dead-letters/replay-all")
             .query(&["consumer"])
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::GET, "/admin/dead-letters/{id}")
             .param("id", &id)
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::DELETE, "/admin/dead-letters/{id}")
             .param("id", &id)
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::POST, "/admin/dead-letters/{id}/replay")
             .param("id", &id)
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::GET, "/admin/outbox/parked")
             .query(&["limit", "after"])
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::POST, "/admin/outbox/parked/{id}/retry")
             .param("id", "1")
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::DELETE, "/admin/outbox/parked/{id}")
             .param("id", "1")
-            .admin(),
+            .bearer(admin_token),
         Route::new(Method::GET, "/health/live"),
         Route::new(Method::GET, "/no/such/route"),
     ]
