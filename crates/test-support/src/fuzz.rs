@@ -16,7 +16,7 @@ use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::TestApp;
 
@@ -114,7 +114,14 @@ impl Fuzzer {
     /// not a problem.
     pub async fn run(&mut self, app: &TestApp, routes: &[Route], count: usize) {
         for _ in 0..count {
-            let route = routes.choose(&mut self.rng).expect("routes to fuzz");
+            // Half the requests go to the routes that read a body: they have the most input.
+            let with_body: Vec<&Route> = routes.iter().filter(|r| r.body.is_some()).collect();
+            let route = if !with_body.is_empty() && self.rng.random_bool(0.5) {
+                with_body.choose(&mut self.rng).copied()
+            } else {
+                routes.choose(&mut self.rng)
+            }
+            .expect("routes to fuzz");
             let sent = self.request(route);
             let mut request = app
                 .client
@@ -211,10 +218,12 @@ impl Fuzzer {
             .iter()
             .find(|(param, _)| *param == name)
             .map(|(_, value)| value.clone());
-        let segment = match (self.rng.random_range(0..4), valid) {
-            (0, Some(valid)) => valid,
-            (1, _) => uuid::Uuid::now_v7().to_string(),
+        let segment = match (self.rng.random_range(0..6), valid) {
+            (0 | 1, Some(valid)) => valid,
+            (0 | 1, None) => uuid::Uuid::now_v7().to_string(),
             (2, _) => self.rng.random::<i64>().to_string(),
+            // Bytes that are not UTF-8 once decoded.
+            (3, _) => return "%FF%FE%00".to_owned(),
             _ => self.string(),
         };
         percent_encode(&segment)
@@ -259,49 +268,60 @@ impl Fuzzer {
         }
     }
 
-    /// `valid` with some of its members replaced by junk, removed, or joined by unknown ones.
+    /// `valid` with one or two places changed: a member replaced by junk, removed or joined by
+    /// an unknown one, an array emptied or grown. The rest stays valid, so that the request gets
+    /// as far as the changed value can take it (to the database, if the service lets it through).
     fn mutate(&mut self, valid: &Value) -> Value {
+        let mutated = self.mutate_once(valid);
+        if self.rng.random_bool(0.3) {
+            self.mutate_once(&mutated)
+        } else {
+            mutated
+        }
+    }
+
+    fn mutate_once(&mut self, valid: &Value) -> Value {
         match valid {
-            Value::Object(members) => {
-                let mut mutated = Map::new();
-                for (name, value) in members {
-                    match self.rng.random_range(0..10) {
-                        0 => {}
-                        1 | 2 => {
-                            mutated.insert(name.clone(), self.value(2));
-                        }
-                        3 => {
-                            mutated.insert(name.clone(), Value::String(self.string()));
-                        }
-                        4 => {
-                            mutated.insert(name.clone(), self.number());
-                        }
-                        _ => {
-                            mutated.insert(name.clone(), self.mutate(value));
-                        }
+            Value::Object(members) if !members.is_empty() => {
+                let mut mutated = members.clone();
+                let name = members
+                    .keys()
+                    .nth(self.rng.random_range(0..members.len()))
+                    .expect("a member")
+                    .clone();
+                match self.rng.random_range(0..10) {
+                    0 => {
+                        mutated.remove(&name);
                     }
-                }
-                if self.rng.random_bool(0.1) {
-                    mutated.insert(self.string(), self.value(2));
+                    1 => {
+                        mutated.insert(self.string(), self.value(2));
+                    }
+                    _ => {
+                        let value = self.mutate_once(&members[&name]);
+                        mutated.insert(name, value);
+                    }
                 }
                 Value::Object(mutated)
             }
-            Value::Array(items) => {
-                let mut mutated: Vec<Value> = items.iter().map(|item| self.mutate(item)).collect();
-                match (self.rng.random_range(0..8), items.first()) {
-                    (0, _) => mutated.clear(),
-                    (1, Some(first)) => {
+            Value::Array(items) if !items.is_empty() => {
+                let mut mutated = items.clone();
+                match self.rng.random_range(0..10) {
+                    0 => mutated.clear(),
+                    1 => {
                         let copies = self.rng.random_range(1..300);
-                        mutated.extend(std::iter::repeat_n(first.clone(), copies));
+                        mutated.extend(std::iter::repeat_n(items[0].clone(), copies));
                     }
-                    _ => {}
+                    _ => {
+                        let index = self.rng.random_range(0..items.len());
+                        mutated[index] = self.mutate_once(&items[index]);
+                    }
                 }
                 Value::Array(mutated)
             }
-            Value::String(_) if self.rng.random_bool(0.5) => Value::String(self.string()),
-            Value::Number(_) if self.rng.random_bool(0.5) => self.number(),
-            _ if self.rng.random_bool(0.2) => self.value(1),
-            other => other.clone(),
+            // A value of the same type, mostly, and sometimes any other.
+            Value::String(_) if self.rng.random_bool(0.7) => Value::String(self.string()),
+            Value::Number(_) if self.rng.random_bool(0.7) => self.number(),
+            _ => self.value(2),
         }
     }
 

@@ -32,7 +32,7 @@ async fn no_input_gets_a_server_error_or_a_bare_client_error() {
     // catalog-cache mounts only the outbox's admin routes; the others answer 404 problems.
     routes.extend(fuzz::crate_admin_routes(ADMIN_TOKEN));
 
-    Fuzzer::new().run(app.http(), &routes, 400).await;
+    Fuzzer::new().run(app.http(), &routes, 1000).await;
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ async fn no_input_gets_a_server_error_or_a_bare_client_error() {
     ];
     routes.extend(fuzz::crate_admin_routes(ADMIN_TOKEN));
 
-    Fuzzer::new().run(&app.http, &routes, 400).await;
+    Fuzzer::new().run(&app.http, &routes, 1000).await;
 }
 
 #[tokio::test]
