@@ -130,10 +130,12 @@ impl Fuzzer {
             if let Some(content_type) = sent.content_type {
                 request = request.header(CONTENT_TYPE, content_type);
             }
-            if let Some(token) = &route.token
-                && self.rng.random_bool(0.9)
-            {
-                request = request.bearer_auth(token);
+            match &route.token {
+                Some(token) if self.rng.random_bool(0.9) => request = request.bearer_auth(token),
+                _ if self.rng.random_bool(0.1) => {
+                    request = request.header("authorization", self.header_value());
+                }
+                _ => {}
             }
             if self.rng.random_bool(0.1) {
                 request = request.header("idempotency-key", self.header_value());
@@ -238,18 +240,17 @@ impl Fuzzer {
                 self.string()
             };
             let value = match self.number() {
-                Value::Number(number) if self.rng.random_bool(0.4) => number.to_string(),
-                _ => self.string(),
+                // Bytes that are not UTF-8 once decoded.
+                _ if self.rng.random_bool(0.1) => "%FF%FE%00".to_owned(),
+                Value::Number(number) if self.rng.random_bool(0.4) => {
+                    percent_encode(&number.to_string())
+                }
+                _ => percent_encode(&self.string()),
             };
             if !query.is_empty() {
                 query.push('&');
             }
-            let _ = write!(
-                query,
-                "{}={}",
-                percent_encode(&name),
-                percent_encode(&value)
-            );
+            let _ = write!(query, "{}={value}", percent_encode(&name));
         }
         query
     }
