@@ -280,6 +280,8 @@ mod tests {
         let fields: ProductFields = serde_json::from_str(&body).expect("the body is a product");
 
         assert_eq!(fields.errors(), FieldErrors::new());
+        // What BODY_LIMIT's documentation says.
+        assert!(body.len() < 4 * 1024, "{} bytes", body.len());
         assert!(
             body.len() * 4 < BODY_LIMIT,
             "{} bytes leave too little room under {BODY_LIMIT}",

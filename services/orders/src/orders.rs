@@ -791,6 +791,8 @@ mod tests {
         let order: PlaceOrder = serde_json::from_str(&body).expect("the body is a PlaceOrder");
 
         assert!(invalid_fields(&order).is_empty());
+        // What BODY_LIMIT's documentation says.
+        assert!(body.len() < 90 * 1024, "{} bytes", body.len());
         assert!(
             body.len() * 2 < BODY_LIMIT,
             "{} bytes leave too little room under {BODY_LIMIT}",
