@@ -35,7 +35,8 @@ pub enum ApiError {
     /// The body or the path breaks a rule: 422, naming each bad field.
     #[error("invalid fields: {0:?}")]
     InvalidFields(FieldErrors),
-    /// A query parameter is out of range: 400, naming each bad parameter.
+    /// A query parameter is out of range, or a cursor no page gave: 400, naming each bad
+    /// parameter.
     #[error("invalid query parameters: {0:?}")]
     InvalidQuery(FieldErrors),
     #[error("no such product")]
