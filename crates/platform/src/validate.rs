@@ -17,6 +17,26 @@ pub fn text(text: &str, max_bytes: usize) -> Result<(), String> {
     }
 }
 
+/// The longest e-mail address, in bytes (RFC 5321: a 256-octet path less its angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// The longest local part of an e-mail address, the part before the `@` (RFC 5321).
+pub const MAX_EMAIL_LOCAL_LEN: usize = 64;
+
+/// An e-mail address: [`text`] of at most [`MAX_EMAIL_LEN`] bytes with something before and
+/// after its last `@`, the part before it at most [`MAX_EMAIL_LOCAL_LEN`] bytes. The mail server
+/// is the judge of the rest.
+pub fn email(address: &str) -> Result<(), String> {
+    text(address, MAX_EMAIL_LEN)?;
+    let plausible = address.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && local.len() <= MAX_EMAIL_LOCAL_LEN && !domain.is_empty()
+    });
+    if plausible {
+        Ok(())
+    } else {
+        Err("must be an e-mail address such as name@example.com".to_owned())
+    }
+}
+
 /// Text without control characters (NUL, line breaks, escapes, `U+007F`–`U+009F`): for text
 /// whose length a service bounds in its own way.
 pub fn control_free(text: &str) -> Result<(), String> {
@@ -44,6 +64,36 @@ mod tests {
                 "{control:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_email_address_needs_something_on_both_sides_of_the_at() {
+        assert_eq!(email("a@b"), Ok(()));
+        assert_eq!(email("first.last+tag@sub.example.com"), Ok(()));
+        let local = "a".repeat(MAX_EMAIL_LOCAL_LEN);
+        let domain = "b".repeat(MAX_EMAIL_LEN - MAX_EMAIL_LOCAL_LEN - 1);
+        assert_eq!(email(&format!("{local}@{domain}")), Ok(()));
+        for address in [
+            "ada",
+            "@example.com",
+            "ada@",
+            &format!("a{local}@example.com"),
+        ] {
+            assert_eq!(
+                email(address),
+                Err("must be an e-mail address such as name@example.com".to_owned()),
+                "{address:?}"
+            );
+        }
+        assert_eq!(email(""), Err("must not be empty".to_owned()));
+        assert_eq!(
+            email(&format!("{local}@{domain}b")),
+            Err("must be at most 254 bytes".to_owned())
+        );
+        assert_eq!(
+            email("ada\0@example.com"),
+            Err("must not contain control characters".to_owned())
+        );
     }
 
     #[test]

@@ -34,8 +34,6 @@ const MAX_CHUNK_SIZE: u32 = 100_000;
 const MAX_SHARDS: u32 = 16;
 /// The longest a throttled chunk may take (see `CreateExport::validate`).
 const MAX_SECONDS_PER_CHUNK: f64 = 5.0;
-/// The longest `recipient`: an e-mail address (RFC 5321: a 256-octet path less its brackets).
-const MAX_RECIPIENT_LEN: usize = 254;
 /// The largest request body, in bytes. The largest valid `POST /exports` is under 3 KiB even
 /// with every character of its strings written as a `\uXXXX` escape (the recipient is most of
 /// it); the rest is room for indentation. A larger body is refused with a 413 before it is read.
@@ -151,10 +149,8 @@ impl CreateExport {
         let recipient = self
             .recipient
             .unwrap_or_else(|| default_recipient.to_owned());
-        if let Err(reason) = platform::validate::text(&recipient, MAX_RECIPIENT_LEN) {
+        if let Err(reason) = platform::validate::email(&recipient) {
             errors.insert("recipient", reason);
-        } else if !recipient.contains('@') {
-            errors.insert("recipient", "must be an e-mail address".to_owned());
         }
         if !errors.is_empty() {
             return Err(ApiError::InvalidExport(errors));
@@ -363,6 +359,8 @@ async fn find(state: &AppState, export_id: Uuid) -> Result<ExportView, ApiError>
 mod tests {
     use std::fmt::Write as _;
 
+    use platform::validate::MAX_EMAIL_LEN;
+
     use super::*;
 
     fn request(body: &str) -> CreateExport {
@@ -386,7 +384,7 @@ mod tests {
                 escaped
             })
         };
-        let recipient = format!("{}@{}", "a".repeat(64), "b".repeat(MAX_RECIPIENT_LEN - 65));
+        let recipient = format!("{}@{}", "a".repeat(64), "b".repeat(MAX_EMAIL_LEN - 65));
         let body = format!(
             "{{\n  \"from\": \"{}\",\n  \"to\": \"{}\",\n  \"status\": \"{}\",\n  \
              \"chunk_size\": {MAX_CHUNK_SIZE},\n  \"max_rows_per_sec\": {},\n  \
@@ -431,7 +429,7 @@ mod tests {
             chunk_size: None,
             max_rows_per_sec: None,
             shards: None,
-            recipient: Some(format!("{}@example.com", "a".repeat(MAX_RECIPIENT_LEN))),
+            recipient: Some(format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN))),
         };
         assert_eq!(invalid_fields(request), ["from", "recipient", "to"]);
     }
