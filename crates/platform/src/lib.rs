@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod retention;
 pub mod shutdown;
 pub mod telemetry;
+pub mod validate;

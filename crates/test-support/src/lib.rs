@@ -7,6 +7,7 @@ mod database;
 mod discovery;
 mod docker;
 mod eventually;
+pub mod fuzz;
 mod names;
 
 pub use app::{TestApp, service_env};

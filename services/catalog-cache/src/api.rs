@@ -9,7 +9,7 @@ use platform::http::{Json, Path, Problem, Query};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use crate::product::{FieldErrors, Product, ProductFields, PutProduct};
+use crate::product::{FieldErrors, Product, ProductFields, ProductId, PutProduct};
 use crate::store::{self, Page, Put};
 
 /// Page size when `limit` is not given.
@@ -35,7 +35,8 @@ pub enum ApiError {
     /// The body or the path breaks a rule: 422, naming each bad field.
     #[error("invalid fields: {0:?}")]
     InvalidFields(FieldErrors),
-    /// A query parameter is out of range: 400, naming each bad parameter.
+    /// A query parameter is out of range, or a cursor no page gave: 400, naming each bad
+    /// parameter.
     #[error("invalid query parameters: {0:?}")]
     InvalidQuery(FieldErrors),
     #[error("no such product")]
@@ -80,13 +81,21 @@ async fn put_product(
     Ok(response)
 }
 
+/// The product id of a `GET` or `DELETE`: one that no product can have (a NUL, 1,000
+/// characters) is a 422 naming it, as in a `PUT`, and never reaches the database.
+fn product_id(product_id: String) -> Result<ProductId, ApiError> {
+    ProductId::parse(product_id)
+        .map_err(|reason| ApiError::InvalidFields(FieldErrors::from([("product_id", reason)])))
+}
+
 /// `GET /products/{product_id}`.
 #[tracing::instrument(skip(pool))]
 async fn get_product(
     State(pool): State<PgPool>,
     Path(product_id): Path<String>,
 ) -> Result<Json<Product>, ApiError> {
-    store::get(&pool, &product_id)
+    let product_id = self::product_id(product_id)?;
+    store::get(&pool, product_id.as_str())
         .await?
         .map(Json)
         .ok_or(ApiError::ProductNotFound)
@@ -111,7 +120,19 @@ async fn list_products(
             FieldErrors::from([("limit", format!("must be between 1 and {MAX_PAGE_SIZE}"))]);
         return Err(ApiError::InvalidQuery(errors));
     }
-    let page = store::list(&pool, params.cursor.as_deref(), limit).await?;
+    // A cursor is a product id (the last of the previous page): anything else, a NUL say,
+    // never reaches the database.
+    let cursor = params
+        .cursor
+        .map(ProductId::parse)
+        .transpose()
+        .map_err(|_| {
+            ApiError::InvalidQuery(FieldErrors::from([(
+                "cursor",
+                "must be the next_cursor of a previous page".to_owned(),
+            )]))
+        })?;
+    let page = store::list(&pool, cursor.as_ref().map(ProductId::as_str), limit).await?;
     Ok(Json(page))
 }
 
@@ -121,7 +142,8 @@ async fn delete_product(
     State(pool): State<PgPool>,
     Path(product_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if store::delete(&pool, &product_id).await? {
+    let product_id = self::product_id(product_id)?;
+    if store::delete(&pool, product_id.as_str()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::ProductNotFound)

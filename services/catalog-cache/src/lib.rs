@@ -59,7 +59,7 @@ impl Application {
             .with(BrokerCheck::new(&producer));
         let settings = HttpSettings {
             request_timeout: config.common.request_timeout,
-            ..HttpSettings::default()
+            body_limit: product::BODY_LIMIT,
         };
         // The outbox rows the broker refused for good (`/admin/outbox/parked`), behind the token.
         let api = platform::http::admin::mount(

@@ -13,6 +13,15 @@ pub const MAX_PRODUCT_ID_LEN: usize = 64;
 pub const MAX_SKU_LEN: usize = 64;
 /// The longest product name, in characters.
 pub const MAX_NAME_LEN: usize = 200;
+/// The highest price: a billion in the currency's major unit (10^11 cents). An order of
+/// 1,000,000 units (orders' most) at this price stays far inside an `i64` total.
+pub const MAX_PRICE_CENTS: i64 = 100_000_000_000;
+/// The highest stock: a billion units, inside the 32-bit integers a reader may store it in.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+/// The largest request body, in bytes. The largest valid `PUT /products/{product_id}` is under
+/// 4 KiB even with every character of its name and SKU written as a `\uXXXX` escape pair; the
+/// rest is room for indentation. A larger body is refused with a 413 before it is read.
+pub const BODY_LIMIT: usize = 16 * 1024;
 
 /// What is wrong with a request, by the JSON name of each bad field; sorted, so responses are
 /// stable.
@@ -64,14 +73,17 @@ impl ProductFields {
         if let Err(reason) = check_text(&self.name, MAX_NAME_LEN) {
             errors.insert("name", reason);
         }
-        if self.price_cents < 0 {
-            errors.insert("price_cents", "must be >= 0".to_owned());
+        if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            errors.insert(
+                "price_cents",
+                format!("must be between 0 and {MAX_PRICE_CENTS}"),
+            );
         }
         if !currency::is_iso_4217(&self.currency) {
             errors.insert("currency", "not an ISO 4217 code".to_owned());
         }
-        if self.stock < 0 {
-            errors.insert("stock", "must be >= 0".to_owned());
+        if !(0..=MAX_STOCK).contains(&self.stock) {
+            errors.insert("stock", format!("must be between 0 and {MAX_STOCK}"));
         }
         errors
     }
@@ -104,13 +116,16 @@ impl ProductFields {
     }
 }
 
+/// Not blank, at most `max_len` characters (a name is bounded as a reader sees it, not in
+/// bytes), and no control characters (`platform::validate::control_free`: PostgreSQL refuses
+/// NUL, and none belongs in a name or SKU).
 fn check_text(text: &str, max_len: usize) -> Result<(), String> {
     if text.trim().is_empty() {
         Err("must not be blank".to_owned())
     } else if text.chars().count() > max_len {
         Err(format!("must be at most {max_len} characters"))
     } else {
-        Ok(())
+        platform::validate::control_free(text)
     }
 }
 
@@ -220,10 +235,58 @@ mod tests {
                 "stock"
             ]
         );
-        assert_eq!(errors["price_cents"], "must be >= 0");
+        assert_eq!(errors["price_cents"], "must be between 0 and 100000000000");
         assert_eq!(errors["currency"], "not an ISO 4217 code");
         assert_eq!(errors["sku"], "must not be blank");
         assert_eq!(errors["name"], "must be at most 200 characters");
+    }
+
+    #[test]
+    fn text_and_numbers_are_bounded_at_both_ends() {
+        let top = ProductFields {
+            sku: "s".repeat(MAX_SKU_LEN),
+            name: "é".repeat(MAX_NAME_LEN),
+            price_cents: MAX_PRICE_CENTS,
+            stock: MAX_STOCK,
+            ..fields()
+        };
+        assert_eq!(top.errors(), FieldErrors::new());
+
+        let over = ProductFields {
+            sku: "a\0b".to_owned(),
+            name: "line\nbreak".to_owned(),
+            price_cents: MAX_PRICE_CENTS + 1,
+            stock: i64::MAX,
+            ..fields()
+        };
+        assert_eq!(
+            over.errors().keys().copied().collect::<Vec<_>>(),
+            ["name", "price_cents", "sku", "stock"]
+        );
+        assert_eq!(over.errors()["sku"], "must not contain control characters");
+    }
+
+    #[test]
+    fn the_largest_valid_body_fits_the_body_limit() {
+        // A four-byte character in every place, each written as a twelve-byte escape pair,
+        // pretty-printed.
+        let escaped = |len: usize| "\\ud83c\\udf89".repeat(len);
+        let body = format!(
+            "{{\n  \"sku\": \"{}\",\n  \"name\": \"{}\",\n  \"price_cents\": {MAX_PRICE_CENTS},\n  \
+             \"currency\": \"EUR\",\n  \"stock\": {MAX_STOCK},\n  \"active\": true\n}}",
+            escaped(MAX_SKU_LEN),
+            escaped(MAX_NAME_LEN),
+        );
+        let fields: ProductFields = serde_json::from_str(&body).expect("the body is a product");
+
+        assert_eq!(fields.errors(), FieldErrors::new());
+        // What BODY_LIMIT's documentation says.
+        assert!(body.len() < 4 * 1024, "{} bytes", body.len());
+        assert!(
+            body.len() * 4 < BODY_LIMIT,
+            "{} bytes leave too little room under {BODY_LIMIT}",
+            body.len()
+        );
     }
 
     #[test]

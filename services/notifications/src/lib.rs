@@ -90,7 +90,7 @@ impl Application {
             .with(BrokerCheck::new(&producer));
         let settings = HttpSettings {
             request_timeout: config.common.request_timeout,
-            ..HttpSettings::default()
+            body_limit: routes::BODY_LIMIT,
         };
         let router = platform::http::app(api, health, &settings);
         let listener = TcpListener::bind(config.common.http_addr)

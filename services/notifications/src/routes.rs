@@ -18,6 +18,10 @@ use crate::store::{self, DeliveryRecord, Filter};
 const DEFAULT_LIMIT: u32 = 100;
 /// The largest `limit` a client may ask for.
 const MAX_LIMIT: u32 = 1000;
+/// The largest request body, in bytes. No route of notifications reads a body (the admin
+/// `POST`s take none): a client's body is never buffered, and 1 KiB stays far from anything a
+/// request could need should a route ever read one.
+pub const BODY_LIMIT: usize = 1024;
 
 /// The service's own routes; `platform::http::app` adds health, metrics and the middleware.
 pub fn router(pool: PgPool) -> Router {

@@ -41,6 +41,11 @@ pub enum ApiError {
     #[error(transparent)]
     IdempotencyKey(#[from] idempotency::KeyError),
 
+    /// 422: the product id in the path is not one that an order could name (empty, too long,
+    /// control characters): what is wrong with it.
+    #[error("invalid product id: {0}")]
+    InvalidProductId(String),
+
     /// 404: not in orders' copy of the catalog.
     #[error("catalog product {0} not found")]
     CatalogProductNotFound(String),
@@ -94,6 +99,10 @@ impl From<ApiError> for Problem {
             ))
             .with_title("Payment overdue"),
             ApiError::IdempotencyKey(error) => error.problem(),
+            ApiError::InvalidProductId(reason) => Problem::unprocessable(
+                "The product id is invalid; `errors` says why.",
+                serde_json::json!({ "product_id": reason }),
+            ),
             ApiError::CatalogProductNotFound(product_id) => Problem::not_found(format!(
                 "Product {product_id} is not in orders' copy of the catalog: catalog-cache never \
                  announced it, deleted it, or its event has not arrived yet."

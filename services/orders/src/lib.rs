@@ -115,7 +115,7 @@ impl Application {
             .with(BrokerCheck::new(&producer));
         let settings = HttpSettings {
             request_timeout: config.common.request_timeout,
-            ..HttpSettings::default()
+            body_limit: orders::BODY_LIMIT,
         };
         // The schedules (`/admin/schedules`), the events the projection set aside
         // (`/admin/dead-letters`) and the outbox rows the broker refused (`/admin/outbox/parked`),

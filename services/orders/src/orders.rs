@@ -21,6 +21,7 @@ use crate::notification_tasks::{SendOrderCancelled, SendOrderConfirmation, SendP
 use crate::order_tasks::CancelUnpaidOrder;
 use crate::pricing::PriceLookup;
 use idempotency::{IdempotencyKey, IdempotencyKeys, KeyError, Seen};
+use platform::validate;
 
 /// Where orders announces every change of an order; see `docs/contracts/orders.orders.v1.md`.
 pub const ORDERS_TOPIC: EntityTopic = EntityTopic::new("orders", "orders", "order");
@@ -392,9 +393,12 @@ pub const MAX_ITEMS: usize = 100;
 pub const MAX_QUANTITY: i32 = 10_000;
 /// The longest customer or product id, in bytes (catalog-cache's product ids are at most 64).
 pub const MAX_ID_LEN: usize = 128;
-/// The longest e-mail address (RFC 5321: a 256-octet path less its angle brackets) and local part.
-pub const MAX_EMAIL_LEN: usize = 254;
-const MAX_EMAIL_LOCAL_LEN: usize = 64;
+/// The largest request body orders reads, in bytes. The largest valid `POST /orders` is under
+/// 90 KiB even with every character of its ids and address written as a `\uXXXX` escape
+/// ([`MAX_ITEMS`] lines of a [`MAX_ID_LEN`]-byte id and a quantity; the test
+/// `the_largest_valid_order_fits_the_body_limit` builds it); the rest is room for indentation.
+/// A larger body is refused with a 413 before it is read.
+pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// Every rule the request breaks, keyed by field, so that a client can fix them all at once.
 ///
@@ -404,16 +408,11 @@ const MAX_EMAIL_LOCAL_LEN: usize = 64;
 /// come from an order that was accepted.
 fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
     let mut errors = BTreeMap::new();
-    if let Err(reason) = check_text(&request.customer_id, MAX_ID_LEN) {
+    if let Err(reason) = validate::text(&request.customer_id, MAX_ID_LEN) {
         errors.insert("customer_id".to_owned(), reason);
     }
-    if let Err(reason) = check_text(&request.customer_email, MAX_EMAIL_LEN) {
+    if let Err(reason) = validate::email(&request.customer_email) {
         errors.insert("customer_email".to_owned(), reason);
-    } else if !is_email_address(&request.customer_email) {
-        errors.insert(
-            "customer_email".to_owned(),
-            "must be an e-mail address such as name@example.com".to_owned(),
-        );
     }
     if request.items.is_empty() {
         errors.insert("items".to_owned(), "must list at least one item".to_owned());
@@ -425,7 +424,7 @@ fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
         );
     }
     for (index, item) in request.items.iter().enumerate().take(MAX_ITEMS) {
-        if let Err(reason) = check_text(&item.product_id, MAX_ID_LEN) {
+        if let Err(reason) = validate::text(&item.product_id, MAX_ID_LEN) {
             errors.insert(format!("items[{index}].product_id"), reason);
         }
         if !(1..=MAX_QUANTITY).contains(&item.quantity) {
@@ -440,28 +439,6 @@ fn validate(request: &PlaceOrder) -> Result<(), ApiError> {
     } else {
         Err(ApiError::InvalidOrder(errors))
     }
-}
-
-/// Text a client sends: not blank, at most `max` bytes, no control characters (PostgreSQL
-/// refuses NUL in text, and none belongs in an id or an address).
-fn check_text(text: &str, max: usize) -> Result<(), String> {
-    if text.trim().is_empty() {
-        Err("must not be empty".to_owned())
-    } else if text.len() > max {
-        Err(format!("must be at most {max} bytes"))
-    } else if text.chars().any(char::is_control) {
-        Err("must not contain control characters".to_owned())
-    } else {
-        Ok(())
-    }
-}
-
-/// Something before and after an `@`, the part before it at most 64 bytes (RFC 5321): the
-/// mail server is the judge of the rest.
-fn is_email_address(text: &str) -> bool {
-    text.rsplit_once('@').is_some_and(|(local, domain)| {
-        !local.is_empty() && local.len() <= MAX_EMAIL_LOCAL_LEN && !domain.is_empty()
-    })
 }
 
 /// Prices every item with its product from `catalog`: all products must be known and active,
@@ -688,6 +665,8 @@ async fn schedule_payment_deadline(
 mod tests {
     use serde_json::json;
 
+    use platform::validate::{MAX_EMAIL_LEN, MAX_EMAIL_LOCAL_LEN};
+
     use super::*;
 
     fn request(items: &[(&str, i32)]) -> PlaceOrder {
@@ -777,11 +756,34 @@ mod tests {
     }
 
     #[test]
-    fn an_email_address_needs_something_on_both_sides_of_the_at() {
-        assert!(is_email_address("a@b"));
-        for text in ["", "ada", "@example.com", "ada@"] {
-            assert!(!is_email_address(text), "{text:?}");
-        }
+    fn the_largest_valid_order_fits_the_body_limit() {
+        // Every byte of every string as a six-byte `\uXXXX` escape, pretty-printed: the most
+        // bytes a valid order can take short of padding it with whitespace.
+        let escaped = |len: usize| "\\u0061".repeat(len);
+        let email = format!(
+            "{}@{}",
+            escaped(MAX_EMAIL_LOCAL_LEN),
+            escaped(MAX_EMAIL_LEN - MAX_EMAIL_LOCAL_LEN - 1)
+        );
+        let item = format!(
+            "    {{\n      \"product_id\": \"{}\",\n      \"quantity\": {MAX_QUANTITY}\n    }}",
+            escaped(MAX_ID_LEN)
+        );
+        let body = format!(
+            "{{\n  \"customer_id\": \"{}\",\n  \"customer_email\": \"{email}\",\n  \"items\": [\n{}\n  ]\n}}",
+            escaped(MAX_ID_LEN),
+            vec![item; MAX_ITEMS].join(",\n")
+        );
+        let order: PlaceOrder = serde_json::from_str(&body).expect("the body is a PlaceOrder");
+
+        assert!(invalid_fields(&order).is_empty());
+        // What BODY_LIMIT's documentation says.
+        assert!(body.len() < 90 * 1024, "{} bytes", body.len());
+        assert!(
+            body.len() * 2 < BODY_LIMIT,
+            "{} bytes leave too little room under {BODY_LIMIT}",
+            body.len()
+        );
     }
 
     #[test]

@@ -89,11 +89,16 @@ async fn pay_order(
 
 /// orders' copy of a product, with the revision and time of the event it came from: how
 /// stale the copy is, for operators and tests.
+///
+/// An id no order could name (see `orders::MAX_ID_LEN`) is a 422 rather than a 404: it never
+/// reaches the database, which refuses NUL in text.
 #[tracing::instrument(name = "catalog_products.get", skip(state))]
 async fn get_catalog_product(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
 ) -> Result<Json<SyncedProduct>, ApiError> {
+    platform::validate::text(&product_id, orders::MAX_ID_LEN)
+        .map_err(ApiError::InvalidProductId)?;
     catalog::find(&state.pool, &product_id)
         .await?
         .map(Json)

@@ -128,7 +128,7 @@ impl Application {
             .with(BrokerCheck::new(&producer));
         let settings = HttpSettings {
             request_timeout: config.common.request_timeout,
-            ..HttpSettings::default()
+            body_limit: routes::BODY_LIMIT,
         };
         // The schedules (`/admin/schedules`), the messages the projection, the export runner and
         // the task worker set aside (`/admin/dead-letters`) and the outbox rows the broker

@@ -34,6 +34,19 @@ const MAX_CHUNK_SIZE: u32 = 100_000;
 const MAX_SHARDS: u32 = 16;
 /// The longest a throttled chunk may take (see `CreateExport::validate`).
 const MAX_SECONDS_PER_CHUNK: f64 = 5.0;
+/// The largest request body, in bytes. The largest valid `POST /exports` is under 3 KiB even
+/// with every character of its strings written as a `\uXXXX` escape (the recipient is most of
+/// it); the rest is room for indentation. A larger body is refused with a 413 before it is read.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
+/// The earliest and latest `from` and `to`: four-digit years, which every reader of the CSV and
+/// PostgreSQL's `timestamptz` can hold.
+fn time_range() -> std::ops::RangeInclusive<DateTime<Utc>> {
+    let first = DateTime::parse_from_rfc3339("0001-01-01T00:00:00Z").expect("a valid time");
+    let last =
+        DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z").expect("a valid time");
+    first.to_utc()..=last.to_utc()
+}
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -82,6 +95,12 @@ pub struct CreateExport {
 impl CreateExport {
     fn validate(self, default_recipient: &str) -> Result<NewExport, ApiError> {
         let mut errors = BTreeMap::new();
+        let times = time_range();
+        for (field, time) in [("from", self.from), ("to", self.to)] {
+            if !times.contains(&time) {
+                errors.insert(field, "must be in the years 0001 to 9999".to_owned());
+            }
+        }
         if self.to <= self.from {
             errors.insert("to", "must be later than `from`".to_owned());
         }
@@ -130,8 +149,8 @@ impl CreateExport {
         let recipient = self
             .recipient
             .unwrap_or_else(|| default_recipient.to_owned());
-        if !recipient.contains('@') {
-            errors.insert("recipient", "must be an e-mail address".to_owned());
+        if let Err(reason) = platform::validate::email(&recipient) {
+            errors.insert("recipient", reason);
         }
         if !errors.is_empty() {
             return Err(ApiError::InvalidExport(errors));
@@ -334,4 +353,84 @@ async fn find(state: &AppState, export_id: Uuid) -> Result<ExportView, ApiError>
     exports::find(&state.pool, &state.jobs, export_id)
         .await?
         .ok_or(ApiError::ExportNotFound(export_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Write as _;
+
+    use platform::validate::MAX_EMAIL_LEN;
+
+    use super::*;
+
+    fn request(body: &str) -> CreateExport {
+        serde_json::from_str(body).expect("a CreateExport")
+    }
+
+    fn invalid_fields(request: CreateExport) -> Vec<&'static str> {
+        match request.validate("ops@example.com") {
+            Ok(_) => Vec::new(),
+            Err(ApiError::InvalidExport(errors)) => errors.into_keys().collect(),
+            Err(other) => panic!("unexpected error {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_largest_valid_request_fits_the_body_limit() {
+        // Every character of every string as a six-byte `\uXXXX` escape, pretty-printed.
+        let escaped = |text: &str| {
+            text.chars().fold(String::new(), |mut escaped, c| {
+                let _ = write!(escaped, "\\u{:04x}", u32::from(c));
+                escaped
+            })
+        };
+        let recipient = format!("{}@{}", "a".repeat(64), "b".repeat(MAX_EMAIL_LEN - 65));
+        let body = format!(
+            "{{\n  \"from\": \"{}\",\n  \"to\": \"{}\",\n  \"status\": \"{}\",\n  \
+             \"chunk_size\": {MAX_CHUNK_SIZE},\n  \"max_rows_per_sec\": {},\n  \
+             \"shards\": {MAX_SHARDS},\n  \"recipient\": \"{}\"\n}}",
+            escaped("0001-01-01T00:00:00.000000000+00:00"),
+            escaped("9999-12-31T23:59:59.999999999+00:00"),
+            escaped("pending_payment"),
+            i32::MAX,
+            escaped(&recipient),
+        );
+
+        assert!(invalid_fields(request(&body)).is_empty(), "{body}");
+        // What BODY_LIMIT's documentation says.
+        assert!(body.len() < 3 * 1024, "{} bytes", body.len());
+        assert!(
+            body.len() * 4 < BODY_LIMIT,
+            "{} bytes leave too little room under {BODY_LIMIT}",
+            body.len()
+        );
+    }
+
+    #[test]
+    fn times_text_and_numbers_are_bounded() {
+        let body = serde_json::json!({
+            "from": "2026-01-01T00:00:00Z",
+            "to": "2026-01-02T00:00:00Z",
+            "chunk_size": 0,
+            "shards": 17,
+            "max_rows_per_sec": u32::MAX,
+            "recipient": "ops\u{0}@example.com",
+        });
+        assert_eq!(
+            invalid_fields(serde_json::from_value(body).expect("a CreateExport")),
+            ["chunk_size", "max_rows_per_sec", "recipient", "shards"]
+        );
+
+        // chrono's extremes, far outside PostgreSQL's `timestamptz`.
+        let request = CreateExport {
+            from: DateTime::<Utc>::MIN_UTC,
+            to: DateTime::<Utc>::MAX_UTC,
+            status: None,
+            chunk_size: None,
+            max_rows_per_sec: None,
+            shards: None,
+            recipient: Some(format!("{}@example.com", "a".repeat(MAX_EMAIL_LEN))),
+        };
+        assert_eq!(invalid_fields(request), ["from", "recipient", "to"]);
+    }
 }

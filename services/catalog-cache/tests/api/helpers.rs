@@ -45,6 +45,11 @@ pub async fn spawn_app() -> CatalogCache {
 }
 
 impl CatalogCache {
+    /// The untyped client, for requests the typed methods do not cover.
+    pub fn http(&self) -> &TestApp {
+        &self.app
+    }
+
     pub async fn put_product(&self, product_id: &str, body: &Value) -> reqwest::Response {
         self.app
             .client

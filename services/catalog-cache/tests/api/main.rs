@@ -3,6 +3,7 @@
 
 mod contract;
 mod events;
+mod fuzz;
 mod health;
 mod helpers;
 mod products;

@@ -118,9 +118,9 @@ async fn invalid_fields_are_422_naming_each_field() {
         problem["errors"],
         json!({
             "sku": "must not be blank",
-            "price_cents": "must be >= 0",
+            "price_cents": "must be between 0 and 100000000000",
             "currency": "not an ISO 4217 code",
-            "stock": "must be >= 0",
+            "stock": "must be between 0 and 1000000000",
         })
     );
     assert_eq!(app.get_product("cup").await.status(), 404);

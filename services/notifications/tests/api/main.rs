@@ -5,6 +5,7 @@ mod admin;
 mod dead_letters;
 mod delivery;
 mod digest;
+mod fuzz;
 mod health;
 mod helpers;
 mod notifications;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod catalog_products;
+mod fuzz;
 mod health;
 mod helpers;
 mod orders;

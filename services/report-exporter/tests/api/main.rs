@@ -3,6 +3,7 @@
 
 mod exports;
 mod exports_helpers;
+mod fuzz;
 mod health;
 mod helpers;
 mod nightly;
