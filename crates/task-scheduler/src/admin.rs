@@ -54,10 +54,11 @@ enum AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let problem = match self {
-            Self::InvalidQuery(errors) => Problem::bad_request(
+            // 422 like a body field out of range: the request parsed, a value breaks a rule.
+            Self::InvalidQuery(errors) => Problem::unprocessable(
                 "A query parameter is invalid; `errors` says what is wrong with each.",
-            )
-            .with_extension("errors", serde_json::json!(errors)),
+                serde_json::json!(errors),
+            ),
             Self::ScheduleNotFound(id) => Problem::not_found(format!(
                 "No pending schedule {id}: it does not exist, or it fired or was cancelled \
                  already."

@@ -144,14 +144,14 @@ async fn a_pending_schedule_is_cancelled_once() {
 }
 
 #[tokio::test]
-async fn bad_requests_get_400_problems() {
+async fn bad_requests_get_problems() {
     let setup = Setup::new().await;
 
     for limit in ["0", "1001"] {
         let (status, content_type, problem) = setup
             .request(Method::GET, &format!("/admin/schedules?limit={limit}"))
             .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "limit={limit}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "limit={limit}");
         assert_eq!(content_type.as_deref(), Some("application/problem+json"));
         assert_eq!(problem["errors"]["limit"], "must be between 1 and 1000");
     }

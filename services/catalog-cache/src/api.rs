@@ -53,10 +53,11 @@ impl IntoResponse for ApiError {
                 "The product is invalid; `errors` says what is wrong with each field.",
                 serde_json::json!(errors),
             ),
-            Self::InvalidQuery(errors) => Problem::bad_request(
+            // 422 like a body field out of range: the request parsed, a value breaks a rule.
+            Self::InvalidQuery(errors) => Problem::unprocessable(
                 "A query parameter is invalid; `errors` says what is wrong with each.",
-            )
-            .with_extension("errors", serde_json::json!(errors)),
+                serde_json::json!(errors),
+            ),
             Self::ProductNotFound => Problem::not_found("No product exists with this id."),
             Self::Internal(error) => outbox::PayloadTooLarge::problem_in(&error)
                 .unwrap_or_else(|| Problem::internal(&error)),

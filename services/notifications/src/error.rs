@@ -28,10 +28,11 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self {
-            Self::InvalidQuery(errors) => Problem::bad_request(
+            // 422 like a body field out of range: the request parsed, a value breaks a rule.
+            Self::InvalidQuery(errors) => Problem::unprocessable(
                 "A query parameter is invalid; `errors` says what is wrong with each.",
-            )
-            .with_extension("errors", serde_json::json!(errors)),
+                serde_json::json!(errors),
+            ),
             Self::DeadLetterNotFound(task_id) => Problem::not_found(format!(
                 "Task {task_id} is not in the dead-letter list: it was never dead-lettered, or \
                  it was replayed or dropped already."

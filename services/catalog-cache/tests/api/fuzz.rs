@@ -57,7 +57,7 @@ async fn nul_control_characters_and_over_long_text_are_refused_by_field() {
     }
 
     let response = app.list_products(None, Some("a\0b")).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let problem: Value = response.json().await.expect("a problem");
     assert!(problem["errors"]["cursor"].is_string(), "{problem}");
 }

@@ -248,11 +248,11 @@ async fn an_empty_catalog_is_an_empty_page() {
 }
 
 #[tokio::test]
-async fn a_limit_out_of_range_is_a_400_problem() {
+async fn a_limit_out_of_range_is_a_422_and_one_that_does_not_parse_a_400_problem() {
     let app = spawn_app().await;
 
     for limit in ["0", "501"] {
-        let problem = problem_body(app.list_products(Some(limit), None).await, 400).await;
+        let problem = problem_body(app.list_products(Some(limit), None).await, 422).await;
         assert_eq!(
             problem["errors"]["limit"], "must be between 1 and 500",
             "{limit}"

@@ -79,11 +79,24 @@ async fn notifications_are_listed_by_order_and_kind() {
 }
 
 #[tokio::test]
-async fn bad_filters_are_400_problems() {
+async fn bad_filters_are_problems() {
     let app = spawn_app(None).await;
 
-    for query in ["kind=order_shipped", "order_id=42", "limit=0", "limit=1001"] {
+    // A value that does not parse is a 400 from the extractor ...
+    for query in ["kind=order_shipped", "order_id=42"] {
         let body = problem(app.notifications(query).await, StatusCode::BAD_REQUEST).await;
         assert!(body["detail"].is_string(), "{query}: {body}");
+    }
+    // ... one that parses but is out of range a 422 naming it.
+    for query in ["limit=0", "limit=1001"] {
+        let body = problem(
+            app.notifications(query).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(
+            body["errors"]["limit"], "must be between 1 and 1000",
+            "{query}"
+        );
     }
 }
