@@ -134,9 +134,12 @@ impl Application {
         // the task worker set aside (`/admin/dead-letters`) and the outbox rows the broker
         // refused (`/admin/outbox/parked`), behind the bearer token.
         let exports = match &config.exports_auth {
-            ExportsAuth::Bearer(token) => {
-                platform::http::admin::protect(routes::router(state), token.clone(), EXPORTS_REALM)
-            }
+            ExportsAuth::Bearer(token) => platform::http::admin::protect(
+                routes::router(state),
+                token.clone(),
+                EXPORTS_REALM,
+                "EXPORTS_TOKEN",
+            ),
             ExportsAuth::Open => {
                 tracing::warn!("EXPORTS_AUTH=false: /exports answers anyone who reaches the port");
                 routes::router(state)

@@ -28,7 +28,9 @@ where
     S: Clone + Send + Sync + 'static,
 {
     match admin {
-        AdminConfig::Enabled { token } => api.merge(protect(routes(), token.clone(), realm)),
+        AdminConfig::Enabled { token } => {
+            api.merge(protect(routes(), token.clone(), realm, "ADMIN_TOKEN"))
+        }
         AdminConfig::Disabled => {
             tracing::info!(realm, "ADMIN_ROUTES=false: the admin endpoints are off");
             api
@@ -39,7 +41,8 @@ where
 /// Puts every route of `routes` behind `token`: a request without `Authorization: Bearer
 /// <token>` gets a 401 `application/problem+json` with `WWW-Authenticate: Bearer
 /// realm="<realm>"` (plus `error="invalid_token"` when it carried another token). Tokens are
-/// compared in constant time.
+/// compared in constant time. `variable` is the setting the token comes from (`ADMIN_TOKEN`,
+/// report-exporter's `EXPORTS_TOKEN`): the 401 names it, so a client knows which token to send.
 ///
 /// The check is a route layer: it runs for the routes `routes` has now and only for them, so an
 /// unknown path under `/admin` is still a 404, and it runs before the handlers' extractors (a
@@ -50,7 +53,12 @@ where
 ///
 /// When `realm` cannot stand in a quoted header parameter (it contains `"`, `\` or a control
 /// character): a programming error. Services use `"<service>-admin"`.
-pub fn protect<S>(routes: Router<S>, token: AdminToken, realm: &str) -> Router<S>
+pub fn protect<S>(
+    routes: Router<S>,
+    token: AdminToken,
+    realm: &str,
+    variable: &'static str,
+) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -62,6 +70,10 @@ where
         token,
         missing: challenge(format!(r#"Bearer realm="{realm}""#)),
         wrong: challenge(format!(r#"Bearer realm="{realm}", error="invalid_token""#)),
+        missing_detail: format!(
+            "These endpoints need an `Authorization: Bearer <{variable}>` header."
+        ),
+        wrong_detail: format!("The bearer token is not the {variable}."),
     };
     routes.route_layer(middleware::from_fn_with_state(
         Arc::new(guard),
@@ -75,6 +87,8 @@ struct Guard {
     token: AdminToken,
     missing: HeaderValue,
     wrong: HeaderValue,
+    missing_detail: String,
+    wrong_detail: String,
 }
 
 fn challenge(value: String) -> HeaderValue {
@@ -82,7 +96,7 @@ fn challenge(value: String) -> HeaderValue {
         .unwrap_or_else(|error| panic!("the admin realm must be printable ASCII: {error}"))
 }
 
-/// Lets the request through only with `Authorization: Bearer <ADMIN_TOKEN>`.
+/// Lets the request through only with `Authorization: Bearer <token>`.
 async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     match bearer_token(request.headers()) {
         Some(given) if constant_time_eq(given.as_bytes(), guard.token.expose().as_bytes()) => {
@@ -90,15 +104,9 @@ async fn require_token(State(guard): State<Arc<Guard>>, request: Request, next: 
         }
         Some(_) => {
             tracing::warn!("admin request with a wrong bearer token");
-            unauthorized(
-                guard.wrong.clone(),
-                "The bearer token is not the admin token.",
-            )
+            unauthorized(guard.wrong.clone(), &guard.wrong_detail)
         }
-        None => unauthorized(
-            guard.missing.clone(),
-            "The admin endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
-        ),
+        None => unauthorized(guard.missing.clone(), &guard.missing_detail),
     }
 }
 
@@ -151,6 +159,7 @@ mod tests {
             Router::new().route("/admin/things", get(|| async { "things" })),
             AdminToken::new(TOKEN),
             "test-admin",
+            "ADMIN_TOKEN",
         );
         Router::new()
             .route("/public", get(|| async { "public" }))
@@ -213,17 +222,17 @@ mod tests {
             (
                 None,
                 r#"Bearer realm="test-admin""#,
-                "The admin endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
+                "These endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
             ),
             (
                 Some("Basic czNjcmV0"),
                 r#"Bearer realm="test-admin""#,
-                "The admin endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
+                "These endpoints need an `Authorization: Bearer <ADMIN_TOKEN>` header.",
             ),
             (
                 Some("Bearer s3cre"),
                 r#"Bearer realm="test-admin", error="invalid_token""#,
-                "The bearer token is not the admin token.",
+                "The bearer token is not the ADMIN_TOKEN.",
             ),
         ] {
             let response = get_with("/admin/things", authorization).await;
@@ -262,6 +271,7 @@ mod tests {
             Router::<()>::new(),
             AdminToken::new(TOKEN),
             r#"evil", error="x"#,
+            "ADMIN_TOKEN",
         );
     }
 }

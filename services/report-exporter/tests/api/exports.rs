@@ -492,6 +492,10 @@ async fn every_exports_route_needs_the_exports_token() {
                 challenge.starts_with(r#"Bearer realm="report-exporter-exports""#),
                 "{challenge}"
             );
+            // The problem says which token to send: not the admin one.
+            let problem: serde_json::Value = response.json().await.unwrap();
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(detail.contains("EXPORTS_TOKEN"), "{detail}");
         }
     }
     assert_eq!(app.exports.get(export_id).await.status(), StatusCode::OK);
