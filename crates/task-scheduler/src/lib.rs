@@ -12,7 +12,10 @@ mod template;
 use anyhow::Context as _;
 use sqlx::PgPool;
 
-pub use retention::purge_schedules;
+pub use retention::{
+    PurgeExpiredRecords, RETENTION_SCHEDULE, TaskRecordsPurged, purge_schedules,
+    purge_task_records, upsert_retention_schedule,
+};
 pub use scheduler::{Scheduler, SchedulerSettings, TASK_ID_NAMESPACE, derive_task_id};
 pub use schedules::{
     MisfirePolicy, NOTIFY_CHANNEL, OverlapPolicy, Schedule, ScheduleState, Schedules,

@@ -67,7 +67,12 @@ impl Application {
         let dead_letters = DeadLetterStore::new(pool.clone());
         let schedules = Schedules::new(pool.clone());
         upsert_daily_digest(&schedules, &config).await?;
-        retention::upsert_schedule(&schedules, &config.tasks_topic, &config.retention).await?;
+        task_scheduler::upsert_retention_schedule(
+            &schedules,
+            &config.tasks_topic,
+            &config.retention.cron,
+        )
+        .await?;
 
         let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
         let producer = Producer::new(&kafka)?;

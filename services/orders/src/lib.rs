@@ -73,10 +73,10 @@ impl Application {
         dead_letters::migrate(&pool).await?;
         idempotency::migrate(&pool).await?;
         let dead_letters = DeadLetterStore::new(pool.clone());
-        retention::upsert_schedule(
+        task_scheduler::upsert_retention_schedule(
             &Schedules::new(pool.clone()),
             &config.tasks_topic,
-            &config.retention,
+            &config.retention.cron,
         )
         .await?;
 

@@ -13,51 +13,10 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use task_queue::{Task, TaskContext, TaskError, TaskHandler};
-use task_scheduler::{MisfirePolicy, OverlapPolicy, Schedules, TaskTemplate};
-
-use crate::config::RetentionConfig;
-
-/// The recurring schedule's name.
-pub const RETENTION_SCHEDULE: &str = "purge-expired-records";
-
-/// Deletes expired records. Only this service's own schedule fires it; it carries nothing, so
-/// that the running replica's `RETENTION_PERIOD` and `IDEMPOTENCY_KEY_TTL` apply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PurgeExpiredRecords {}
-
-impl Task for PurgeExpiredRecords {
-    const NAME: &'static str = "PurgeExpiredRecords";
-}
-
-/// Creates or updates the schedule; idempotent, called at every start. A purge covers every
-/// period missed in a downtime, so one fire for all of them (`FireOnce`), and none while the
-/// previous fire still waits in the outbox (`Skip`).
-pub async fn upsert_schedule(
-    schedules: &Schedules,
-    tasks_topic: &str,
-    config: &RetentionConfig,
-) -> anyhow::Result<()> {
-    schedules
-        .upsert_recurring(
-            RETENTION_SCHEDULE,
-            &config.cron,
-            "UTC",
-            TaskTemplate::new(tasks_topic, &PurgeExpiredRecords {})?,
-            MisfirePolicy::FireOnce,
-            OverlapPolicy::Skip,
-        )
-        .await
-        .with_context(|| {
-            format!(
-                "Failed to store the {RETENTION_SCHEDULE} schedule (RETENTION_CRON `{}`)",
-                config.cron
-            )
-        })
-}
+use task_queue::{TaskContext, TaskError, TaskHandler};
+use task_scheduler::TaskRecordsPurged;
+pub use task_scheduler::{PurgeExpiredRecords, RETENTION_SCHEDULE};
 
 /// The handler of [`PurgeExpiredRecords`].
 #[derive(Debug, Clone)]
@@ -89,10 +48,12 @@ impl PurgeRecords {
         let idempotency_keys =
             idempotency::purge_expired(&self.pool, self.idempotency_ttl, chunk).await?;
         platform::retention::count_deleted("idempotency_keys", idempotency_keys);
-        let executions = task_queue::purge_executions(&self.pool, self.period).await?;
-        let dead_letters = task_queue::purge_dead_letters(&self.pool, self.period).await?;
-        let set_aside = dead_letters::purge_decided(&self.pool, self.period).await?;
-        let schedules = task_scheduler::purge_schedules(&self.pool, self.period).await?;
+        let TaskRecordsPurged {
+            executions,
+            dead_letters,
+            set_aside,
+            schedules,
+        } = task_scheduler::purge_task_records(&self.pool, self.period).await?;
         tracing::info!(
             idempotency_keys,
             executions,

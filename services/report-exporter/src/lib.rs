@@ -106,7 +106,12 @@ impl Application {
             .with_context(|| format!("Failed to provision {NOTIFICATIONS_TASKS_TOPIC}"))?;
         let schedules = Schedules::new(pool.clone());
         nightly::upsert_schedule(&schedules, &config.tasks_topic, &config.nightly).await?;
-        retention::upsert_schedule(&schedules, &config.tasks_topic, &config.retention).await?;
+        task_scheduler::upsert_retention_schedule(
+            &schedules,
+            &config.tasks_topic,
+            &config.retention.cron,
+        )
+        .await?;
 
         let jobs = Jobs::new(pool.clone(), &config.iterations_topic);
         let export = ExportOrders {
