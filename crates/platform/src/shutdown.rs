@@ -1,13 +1,15 @@
-//! Graceful shutdown: one [`CancellationToken`] tells every part of a service to stop, and a
-//! [`TaskTracker`] lets `main` wait for the work in flight.
+//! Graceful shutdown: one [`CancellationToken`] tells every part of a service to stop,
+//! [`Background`] runs and joins the parts that last until then, and [`by_deadline`] keeps each
+//! step of the stop within the service's `SHUTDOWN_TIMEOUT`.
 
 use std::future::Future;
+#[cfg(test)]
 use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::Context as _;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Cancels `token` when the process receives SIGTERM (what orchestrators send) or Ctrl-C.
 ///
@@ -59,13 +61,18 @@ impl Background {
         self.tasks.push((what, task));
     }
 
-    /// Waits for every piece, in the order they were spawned, and returns the first error; the
-    /// others are logged.
-    pub async fn join(self) -> anyhow::Result<()> {
+    /// Waits for every piece, in the order they were spawned, until `deadline`, and returns the
+    /// first error; the others are logged. A piece still running at the deadline is aborted
+    /// (see [`by_deadline`]) and counts as stopped.
+    pub async fn join_by(self, deadline: Instant) -> anyhow::Result<()> {
         let mut first = None;
-        for (what, task) in self.tasks {
-            let result = task
-                .await
+        for (what, mut task) in self.tasks {
+            let Some(joined) = by_deadline(deadline, &format!("The {what}"), &mut task).await
+            else {
+                task.abort();
+                continue;
+            };
+            let result = joined
                 .with_context(|| format!("The {what} panicked"))
                 .and_then(|result| result);
             if let Err(error) = result {
@@ -141,22 +148,24 @@ fn shutdown_signal() -> impl Future<Output = &'static str> + Send + 'static {
     }
 }
 
-/// Closes `tracker` and waits for its tasks, up to `deadline`.
-///
-/// Returns `false`, after logging a warning, when tasks were still running at the deadline; the
-/// caller then exits anyway, and whatever those tasks had not committed is redone later (Kafka
-/// offsets that were not committed are consumed again).
-pub async fn drain(tracker: &TaskTracker, deadline: Duration) -> bool {
-    tracker.close();
-    if tokio::time::timeout(deadline, tracker.wait()).await.is_ok() {
-        return true;
+/// Waits for `work` until `deadline`; past it, `work` is abandoned (dropped) and `None` returned,
+/// after a warning naming `what`. The bound a service's shutdown keeps (`SHUTDOWN_TIMEOUT`): a
+/// stuck dependency must not keep a stopping process alive, and what the abandoned work had not
+/// committed is redone after the next start (uncommitted offsets are consumed again, unpublished
+/// outbox rows are published).
+pub async fn by_deadline<T>(
+    deadline: Instant,
+    what: &str,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    if let Ok(done) = tokio::time::timeout_at(deadline.into(), work).await {
+        return Some(done);
     }
     tracing::warn!(
-        still_running = tracker.len(),
-        deadline_ms = deadline.as_millis(),
-        "tasks did not finish before the shutdown deadline"
+        "{what} did not stop before the shutdown deadline (SHUTDOWN_TIMEOUT); abandoned, its \
+         uncommitted work is redone after the next start"
     );
-    false
+    None
 }
 
 #[cfg(test)]
@@ -164,25 +173,29 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn drain_waits_for_tasks_that_finish_in_time() {
-        let tracker = TaskTracker::new();
-        let (finished_tx, finished_rx) = tokio::sync::oneshot::channel();
-        tracker.spawn(async move {
+    async fn work_that_ends_in_time_is_awaited() {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let done = by_deadline(deadline, "the test", async {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            finished_tx.send(()).unwrap();
-        });
-
-        assert!(drain(&tracker, Duration::from_secs(5)).await);
-        assert!(tracker.is_closed());
-        finished_rx.await.unwrap();
+            7
+        })
+        .await;
+        assert_eq!(done, Some(7));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn drain_gives_up_at_the_deadline() {
-        let tracker = TaskTracker::new();
-        tracker.spawn(std::future::pending::<()>());
+    async fn work_past_the_deadline_is_abandoned() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let done = by_deadline(deadline, "the test", std::future::pending::<()>()).await;
+        assert_eq!(done, None);
+    }
 
-        assert!(!drain(&tracker, Duration::from_secs(1)).await);
-        assert_eq!(tracker.len(), 1);
+    #[tokio::test(start_paused = true)]
+    async fn background_pieces_past_the_deadline_are_aborted() {
+        let stop = CancellationToken::new();
+        let mut background = Background::new(stop.clone());
+        background.spawn("stuck piece", std::future::pending());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        assert!(background.join_by(deadline).await.is_ok());
     }
 }

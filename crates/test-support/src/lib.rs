@@ -9,6 +9,7 @@ mod docker;
 mod eventually;
 pub mod fuzz;
 mod names;
+pub mod shutdown;
 
 pub use app::{TestApp, service_env};
 pub use broker::PrivateBroker;

@@ -1,8 +1,8 @@
-//! The admin endpoints, behind `ADMIN_TOKEN`: for the dead letters `GET /admin/dlq`,
-//! `POST /admin/dlq/{task_id}/replay`, `POST /admin/dlq/replay-all` and
-//! `DELETE /admin/dlq/{task_id}`, here; for the schedules `GET /admin/schedules` and
-//! `DELETE /admin/schedules/{id}`, the task scheduler's (`task_scheduler::admin`). One bearer
-//! check, platform's, guards them all.
+//! notifications' own admin endpoints, behind `ADMIN_TOKEN`: the task queue's dead letters,
+//! `GET /admin/dlq`, `POST /admin/dlq/{task_id}/replay`, `POST /admin/dlq/replay-all` and
+//! `DELETE /admin/dlq/{task_id}`. The service host mounts them with the shared ones (the
+//! schedules, `GET /admin/schedules` and `DELETE /admin/schedules/{id}`: the occurrences of the
+//! `daily-digest`; the set-aside messages; the parked outbox rows), behind one bearer check.
 
 use std::sync::Arc;
 
@@ -13,25 +13,18 @@ use axum::routing::{delete, get, post};
 use platform::http::{Json, Path};
 use serde::Serialize;
 use task_queue::{DeadLetter, DeadLetters};
-use task_scheduler::Schedules;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 
-/// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
-pub const ADMIN_REALM: &str = "notifications-admin";
-
-/// The admin routes; the service mounts them behind `ADMIN_TOKEN`
-/// (`platform::http::admin::mount`). The schedules are the occurrences of the `daily-digest`;
-/// cancelling the pending one stops the recurrence until the next start upserts it again.
-pub fn router(dead_letters: DeadLetters, schedules: Schedules) -> Router {
-    let dead_letters = Router::new()
+/// The dead-letter routes; the service host mounts them behind `ADMIN_TOKEN`.
+pub fn router(dead_letters: DeadLetters) -> Router {
+    Router::new()
         .route("/admin/dlq", get(list))
         .route("/admin/dlq/replay-all", post(replay_all))
         .route("/admin/dlq/{task_id}/replay", post(replay))
         .route("/admin/dlq/{task_id}", delete(drop_one))
-        .with_state(Arc::new(dead_letters));
-    dead_letters.merge(task_scheduler::admin::router(schedules))
+        .with_state(Arc::new(dead_letters))
 }
 
 /// The answer of both replay endpoints: how many dead letters went back to the queue.

@@ -14,16 +14,9 @@ mod worker;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use dead_letters::DeadLetterStore;
-use kafka::{BrokerCheck, KafkaConfig, Producer};
-use outbox::OutboxRelay;
-use platform::health::{Health, PostgresCheck};
-use platform::http::HttpSettings;
-use platform::shutdown::Background;
-use sqlx::PgPool;
-use task_queue::{DeadLetters, TaskQueue};
-use task_scheduler::{MisfirePolicy, OverlapPolicy, Scheduler, Schedules, TaskTemplate};
-use tokio::net::TcpListener;
+use service_host::{Pattern, Routes, Service, ServiceHost};
+use task_queue::DeadLetters;
+use task_scheduler::{MisfirePolicy, OverlapPolicy, Schedules, TaskTemplate};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
@@ -38,34 +31,28 @@ use crate::notification::Provider;
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
 #[derive(Debug)]
-pub struct Application {
-    listener: TcpListener,
-    router: axum::Router,
-    pool: PgPool,
-    kafka: KafkaConfig,
-    producer: Producer,
-    provider: Provider,
-    dead_letters: DeadLetterStore,
-    config: Config,
-}
+pub struct Application(Service);
 
 impl Application {
     /// Connects to the database (creating it and running the migrations: the service's own, the
-    /// task queue's `task_executions` and `dead_letters`, the outbox and the task scheduler's
-    /// tables) and to the broker, stores the `daily-digest` (`DIGEST_*`) and
+    /// outbox, the task queue's `task_executions`, the task scheduler's tables and the dead
+    /// letters) and to the broker, stores the `daily-digest` (`DIGEST_*`) and
     /// `purge-expired-records` (`RETENTION_*`) recurring schedules, and binds the HTTP port.
     /// Fails fast, naming what is wrong.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool =
-            platform::db::connect_and_migrate(&config.common.database_url, &sqlx::migrate!())
-                .await
-                .context("Failed to prepare the database")?;
-        task_queue::migrate(&pool).await?;
-        outbox::migrate(&pool).await?;
-        task_scheduler::migrate(&pool).await?;
-        dead_letters::migrate(&pool).await?;
-        let dead_letters = DeadLetterStore::new(pool.clone());
-        let schedules = Schedules::new(pool.clone());
+        let mut host = ServiceHost::connect(
+            SERVICE_NAME,
+            &config.common,
+            &sqlx::migrate!(),
+            &[
+                Pattern::TaskQueue,
+                Pattern::TaskScheduler,
+                Pattern::DeadLetters,
+            ],
+        )
+        .await?;
+        let pool = host.pool().clone();
+        let schedules = host.schedules();
         upsert_daily_digest(&schedules, &config).await?;
         task_scheduler::upsert_retention_schedule(
             &schedules,
@@ -74,107 +61,47 @@ impl Application {
         )
         .await?;
 
-        let kafka = KafkaConfig::new(&config.common.kafka_bootstrap_servers, SERVICE_NAME);
-        let producer = Producer::new(&kafka)?;
+        // Provisions the queue's topics (main, retry levels, dead letters) before it consumes.
         let provider = Provider::new(&config.provider)?;
-
-        let api = platform::http::admin::mount(
-            routes::router(pool.clone()),
-            &config.admin,
-            admin::ADMIN_REALM,
-            || {
-                // Replays publish to the queue's main topic, which the worker provisions.
-                let queue = TaskQueue::new(config.tasks_topic.clone(), producer.clone());
-                admin::router(DeadLetters::new(pool.clone(), queue), schedules.clone())
-                    .merge(dead_letters::admin::router(dead_letters.clone()))
-                    .merge(outbox::admin::router(pool.clone()))
-            },
+        host.run(
+            "task worker",
+            worker::worker(pool.clone(), host.kafka(), &config, provider),
         );
-        let health = Health::new()
-            .with(PostgresCheck(pool.clone()))
-            .with(BrokerCheck::new(&producer));
-        let settings = HttpSettings {
-            request_timeout: config.common.request_timeout,
+
+        // Replays publish to the queue's main topic, which the worker provisions.
+        let dead_letters =
+            DeadLetters::new(pool.clone(), host.task_queue(config.tasks_topic.clone()));
+        let routes = Routes {
+            api: routes::router(pool),
+            // The task queue's dead-letter topic (`/admin/dlq`); the host adds the schedules,
+            // the set-aside messages and the parked outbox rows.
+            admin: admin::router(dead_letters),
             body_limit: routes::BODY_LIMIT,
         };
-        let router = platform::http::app(api, health, &settings);
-        let listener = TcpListener::bind(config.common.http_addr)
-            .await
-            .with_context(|| format!("Failed to bind HTTP_ADDR {}", config.common.http_addr))?;
-        Ok(Self {
-            listener,
-            router,
-            pool,
-            kafka,
-            producer,
-            provider,
-            dead_letters,
-            config,
-        })
+        Ok(Self(
+            host.bind(routes, &config.admin)
+                .await
+                .context("Failed to start notifications")?,
+        ))
     }
 
     /// The bound address (the port is chosen by the OS when `HTTP_ADDR` ends in `:0`).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.0.local_addr()
     }
 
     /// Serves HTTP, works off the task queue, fires the due schedules and relays the outbox
-    /// (where the scheduler records the tasks it fires) until `shutdown` is cancelled. Then, in
-    /// this order: finishes in-flight requests, stops the worker (it finishes the tasks in hand
-    /// within its drain timeout and commits what is done), the scheduler and the relay (each
-    /// finishes its pass), flushes the producer and closes the pool.
+    /// (where the scheduler records the tasks it fires) until `shutdown` is cancelled; then
+    /// stops as every service does, within `SHUTDOWN_TIMEOUT`
+    /// (`service_host::Service::run_until_stopped`): the worker finishes the tasks in hand and
+    /// commits what is done, the relay publishes last.
     ///
-    /// These background tasks only stop at shutdown: no message stops them (a task that fails
-    /// for good goes to the dead-letter topic, `/admin/dlq`; a message the worker cannot deal
-    /// with at all is set aside in `/admin/dead-letters`). If one stops all the same, the
-    /// service shuts down the same way and returns the error, rather than go on answering
-    /// while no notification goes out.
+    /// No message stops the worker (a task that fails for good goes to the dead-letter topic,
+    /// `/admin/dlq`; a message it cannot deal with at all is set aside in
+    /// `/admin/dead-letters`). If it stops all the same, the service stops and returns the
+    /// error, rather than go on answering while no notification goes out.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr(), "{SERVICE_NAME} starting");
-        let Self {
-            listener,
-            router,
-            pool,
-            kafka,
-            producer,
-            provider,
-            dead_letters,
-            config,
-        } = self;
-        let stop_http = shutdown.child_token();
-        let stop_background = CancellationToken::new();
-        let mut background = Background::new(stop_http.clone());
-
-        // Provisions the queue's topics (main, retry levels, dead letters) before it consumes.
-        let running = worker::worker(pool.clone(), &kafka, &config, provider)
-            .dead_letters(&dead_letters)
-            .start(stop_background.clone())
-            .await
-            .with_context(|| format!("Failed to start the worker of {}", config.tasks_topic))?;
-        background.spawn("task worker", running.wait());
-
-        background.spawn(
-            "task scheduler",
-            Scheduler::new(pool.clone()).run(stop_background.clone()),
-        );
-        background.spawn(
-            "outbox relay",
-            OutboxRelay::new(pool.clone(), producer.clone()).run(stop_background.clone()),
-        );
-
-        let served = platform::http::serve(listener, router, stop_http).await;
-
-        stop_background.cancel();
-        let stopped = background.join().await;
-        let flushed = producer.flush(config.common.shutdown_timeout).await;
-        pool.close().await;
-        tracing::info!("{SERVICE_NAME} stopped");
-
-        served?;
-        stopped?;
-        flushed
+        self.0.run_until_stopped(shutdown).await
     }
 }
 

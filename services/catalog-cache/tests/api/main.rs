@@ -7,3 +7,4 @@ mod fuzz;
 mod health;
 mod helpers;
 mod products;
+mod shutdown;

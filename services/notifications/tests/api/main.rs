@@ -10,3 +10,4 @@ mod health;
 mod helpers;
 mod notifications;
 mod retention;
+mod shutdown;

@@ -9,3 +9,4 @@ mod helpers;
 mod orders;
 mod payment_deadline;
 mod retention;
+mod shutdown;

@@ -9,3 +9,4 @@ mod helpers;
 mod nightly;
 mod orders_view;
 mod retention;
+mod shutdown;
