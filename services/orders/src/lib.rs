@@ -1,14 +1,16 @@
 #![doc = include_str!("../README.md")]
 
-mod catalog;
 mod config;
 mod error;
-mod notification_tasks;
-mod order_tasks;
-mod orders;
+mod events;
+mod order;
 mod pricing;
+mod read_model;
 mod retention;
 mod routes;
+mod store;
+mod tasks;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -28,16 +30,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AdminConfig, AdminToken, CatalogLookup, Config, DEFAULT_TASKS_TOPIC, RetentionConfig,
-    SERVICE_NAME,
+    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, RetentionConfig, SERVICE_NAME,
 };
 pub use retention::RETENTION_SCHEDULE;
 
-use crate::catalog::{CatalogProducts, PRODUCTS_TOPIC};
-use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
-use crate::orders::{FollowUps, ORDERS_TOPIC};
-use crate::pricing::PriceLookup;
+use crate::events::ORDERS_TOPIC;
+use crate::read_model::{CatalogProducts, PRODUCTS_TOPIC};
 use crate::routes::AppState;
+use crate::store::FollowUps;
+use crate::tasks::NOTIFICATIONS_TASKS_TOPIC;
 
 /// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
 const ADMIN_REALM: &str = "orders-admin";
@@ -102,7 +103,6 @@ impl Application {
 
         let state = AppState {
             pool: pool.clone(),
-            prices: PriceLookup::new(&config.catalog_lookup, pool.clone())?,
             follow_ups: FollowUps {
                 notifications: TaskQueue::new(NOTIFICATIONS_TASKS_TOPIC, producer.clone()),
                 orders_tasks_topic: config.tasks_topic.clone(),
@@ -115,7 +115,7 @@ impl Application {
             .with(BrokerCheck::new(&producer));
         let settings = HttpSettings {
             request_timeout: config.common.request_timeout,
-            body_limit: orders::BODY_LIMIT,
+            body_limit: order::BODY_LIMIT,
         };
         // The schedules (`/admin/schedules`), the events the projection set aside
         // (`/admin/dead-letters`) and the outbox rows the broker refused (`/admin/outbox/parked`),
@@ -190,7 +190,7 @@ impl Application {
         .context("Failed to start the catalog_products projection")?;
         background.spawn("catalog_products projection", projection.wait());
         // Provisions orders' task queue (main, retry and dead-letter topics) before it consumes.
-        let tasks_worker = order_tasks::worker(
+        let tasks_worker = workers::worker(
             pool.clone(),
             &kafka,
             &config.consumer_group_prefix,
