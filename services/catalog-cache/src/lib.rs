@@ -1,10 +1,11 @@
 #![doc = include_str!("../README.md")]
 
-mod api;
 mod config;
 mod currency;
+mod error;
 mod events;
 mod product;
+mod routes;
 mod store;
 
 use std::net::SocketAddr;
@@ -63,7 +64,7 @@ impl Application {
         };
         // The outbox rows the broker refused for good (`/admin/outbox/parked`), behind the token.
         let api = platform::http::admin::mount(
-            api::routes(pool.clone()),
+            routes::router(pool.clone()),
             &config.admin,
             ADMIN_REALM,
             || outbox::admin::router(pool.clone()),

@@ -9,7 +9,7 @@ mod retention;
 mod routes;
 mod store;
 mod tasks;
-mod worker;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -32,8 +32,9 @@ pub use config::{
 };
 pub use retention::RETENTION_SCHEDULE;
 
-use crate::digest::{DIGEST_SCHEDULE, SendDailyDigest};
+use crate::digest::DIGEST_SCHEDULE;
 use crate::notification::Provider;
+use crate::tasks::SendDailyDigest;
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -148,7 +149,7 @@ impl Application {
         let mut background = Background::new(stop_http.clone());
 
         // Provisions the queue's topics (main, retry levels, dead letters) before it consumes.
-        let running = worker::worker(pool.clone(), &kafka, &config, provider)
+        let running = workers::worker(pool.clone(), &kafka, &config, provider)
             .dead_letters(&dead_letters)
             .start(stop_background.clone())
             .await

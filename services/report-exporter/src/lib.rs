@@ -3,12 +3,13 @@
 mod config;
 mod error;
 mod export_job;
-mod exports;
 mod nightly;
-mod notification_tasks;
-mod orders_view;
+mod read_model;
 mod retention;
 mod routes;
+mod store;
+mod tasks;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -37,10 +38,10 @@ pub use nightly::NIGHTLY_SCHEDULE;
 pub use retention::RETENTION_SCHEDULE;
 
 use crate::export_job::ExportOrders;
-use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
-use crate::orders_view::{ORDERS_TOPIC, OrdersView};
+use crate::read_model::{ORDERS_TOPIC, OrdersView};
 use crate::retention::{PurgeExpiredRecords, PurgeRecords};
 use crate::routes::AppState;
+use crate::tasks::NOTIFICATIONS_TASKS_TOPIC;
 
 /// The realm of the admin endpoints' `WWW-Authenticate: Bearer` challenge.
 const ADMIN_REALM: &str = "report-exporter-admin";
@@ -241,7 +242,7 @@ impl Application {
         .context("Failed to start the export runner")?;
         background.spawn("export runner", runner.wait());
         // Provisions the service's task queue (main, retry and dead-letter topics).
-        let tasks_worker = nightly::worker(
+        let tasks_worker = workers::worker(
             pool.clone(),
             &kafka,
             &config.consumer_group_prefix,
