@@ -5,7 +5,7 @@
 use integration_events::EntityTopic;
 use serde::Serialize;
 
-use crate::SERVICE_NAME;
+use crate::config::SERVICE_NAME;
 use crate::product::Product;
 
 /// `catalog-cache.products.v1`: keyed by product id, compacted.

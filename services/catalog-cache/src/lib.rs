@@ -1,10 +1,11 @@
 #![doc = include_str!("../README.md")]
 
-mod api;
 mod config;
 mod currency;
+mod error;
 mod events;
 mod product;
+mod routes;
 mod store;
 
 use std::net::SocketAddr;
@@ -32,7 +33,7 @@ impl Application {
             .context("Failed to start catalog-cache")?;
         host.provision(&[PRODUCTS.spec()]).await?;
         let routes = Routes {
-            api: api::routes(host.pool().clone()),
+            api: routes::router(host.pool().clone()),
             // Only the host's: the outbox rows the broker refused (`/admin/outbox/parked`).
             admin: axum::Router::new(),
             body_limit: product::BODY_LIMIT,

@@ -8,7 +8,7 @@ use integration_events::EventEnvelope;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
-use crate::SERVICE_NAME;
+use crate::config::SERVICE_NAME;
 use crate::events::{PRODUCT_CREATED, PRODUCT_DELETED, PRODUCT_UPDATED, PRODUCTS, ProductEntity};
 use crate::product::{Product, ProductFields, ProductId, PutProduct};
 

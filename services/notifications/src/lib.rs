@@ -9,7 +9,7 @@ mod retention;
 mod routes;
 mod store;
 mod tasks;
-mod worker;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -25,8 +25,9 @@ pub use config::{
 };
 pub use retention::RETENTION_SCHEDULE;
 
-use crate::digest::{DIGEST_SCHEDULE, SendDailyDigest};
+use crate::digest::DIGEST_SCHEDULE;
 use crate::notification::Provider;
+use crate::tasks::SendDailyDigest;
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -65,7 +66,7 @@ impl Application {
         let provider = Provider::new(&config.provider)?;
         host.run(
             "task worker",
-            worker::worker(pool.clone(), host.kafka(), &config, provider),
+            workers::worker(pool.clone(), host.kafka(), &config, provider),
         );
 
         // Replays publish to the queue's main topic, which the worker provisions.

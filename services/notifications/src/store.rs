@@ -78,3 +78,23 @@ pub async fn list(pool: &PgPool, filter: Filter) -> anyhow::Result<Vec<DeliveryR
     .await
     .context("Failed to list notifications")
 }
+
+/// For the daily digest: how many notifications of each kind were delivered in `[from, to)`,
+/// digests left out, by kind.
+pub async fn deliveries_per_kind(
+    conn: &mut PgConnection,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<(Kind, i64)>> {
+    sqlx::query_as(
+        "SELECT kind, count(*) FROM notifications
+         WHERE delivered_at >= $1 AND delivered_at < $2 AND kind <> 'daily_digest'
+         GROUP BY kind
+         ORDER BY kind",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(conn)
+    .await
+    .context("Failed to count the day's deliveries")
+}

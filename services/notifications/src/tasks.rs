@@ -6,7 +6,7 @@
 //! service imports another.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use task_queue::Task;
 use uuid::Uuid;
 
@@ -126,6 +126,23 @@ impl Notify for SendExportReady {
             reference: Some(Reference::Export(self.export_id)),
         }
     }
+}
+
+/// Sends the operators the digest of the day before, as a day of `timezone`.
+///
+/// Not part of what other services enqueue: only this service's own schedule fires it, with the
+/// payload it was given at start (`DIGEST_RECIPIENT`, `DIGEST_TIMEZONE`). It is in the contract
+/// anyway, because it travels on `notifications.tasks.v1` like every other task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendDailyDigest {
+    /// An e-mail address.
+    pub recipient: String,
+    /// The IANA time zone whose calendar day "yesterday" means, e.g. `UTC` or `Europe/Berlin`.
+    pub timezone: String,
+}
+
+impl Task for SendDailyDigest {
+    const NAME: &'static str = "SendDailyDigest";
 }
 
 /// `4780` `EUR` as `47.80 EUR`: an amount in minor units, with as many decimals as the

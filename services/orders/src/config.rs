@@ -3,7 +3,6 @@ use std::time::Duration;
 pub use platform::config::{AdminConfig, AdminToken};
 use platform::config::{CommonConfig, ConfigError, Env};
 pub use platform::retention::RetentionConfig;
-use reqwest::Url;
 
 pub const SERVICE_NAME: &str = "orders";
 
@@ -12,9 +11,6 @@ pub const SERVICE_NAME: &str = "orders";
 pub const DEFAULT_TASKS_TOPIC: &str = "orders.tasks.v1";
 
 const DEFAULT_PAYMENT_TIMEOUT: Duration = Duration::from_mins(15);
-
-const DEFAULT_CATALOG_URL: &str = "http://127.0.0.1:8081";
-const DEFAULT_CATALOG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything the service reads from its environment; see `.env.example`.
 #[derive(Debug, Clone)]
@@ -26,7 +22,6 @@ pub struct Config {
     /// Kafka cluster, each test) needs a prefix of its own, or it would take partitions, and
     /// their events, away from the other's read model.
     pub consumer_group_prefix: String,
-    pub catalog_lookup: CatalogLookup,
     /// `PAYMENT_TIMEOUT` (default `15m`): how long a new order waits for its payment. At
     /// `created_at` + this the order is cancelled if still unpaid; at half of it notifications
     /// sends a payment reminder. Seconds (`10s`) make both visible in a demo.
@@ -50,7 +45,6 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(env, SERVICE_NAME, 8082, "orders")?,
             consumer_group_prefix: env.string_or("KAFKA_CONSUMER_GROUP_PREFIX", SERVICE_NAME),
-            catalog_lookup: CatalogLookup::from_env(env)?,
             payment_timeout: payment_timeout(env)?,
             tasks_topic: env.string_or("ORDERS_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
             admin: AdminConfig::from_env(env)?,
@@ -73,56 +67,6 @@ fn payment_timeout(env: &Env) -> Result<Duration, ConfigError> {
     Ok(timeout)
 }
 
-/// Where `POST /orders` looks up products and prices (`CATALOG_LOOKUP`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CatalogLookup {
-    /// `local`, the default and the design: the `catalog_products` read model in the service's
-    /// own database. Placing an order never calls catalog-cache.
-    Local,
-    /// `sync`: **a baseline for the benchmark only**, the design this service exists to
-    /// replace. Every order calls catalog-cache's `GET /products/{product_id}` at `url`
-    /// (`CATALOG_URL`, default `http://127.0.0.1:8081`), each call bounded by `timeout`
-    /// (`CATALOG_TIMEOUT`, default `2s`), and fails with 503 while catalog-cache is down.
-    Sync { url: Url, timeout: Duration },
-}
-
-impl CatalogLookup {
-    /// Reads `CATALOG_LOOKUP`, and in `sync` mode `CATALOG_URL` and `CATALOG_TIMEOUT`, which
-    /// mean nothing otherwise.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        match env.string_or("CATALOG_LOOKUP", "local").as_str() {
-            "local" => Ok(Self::Local),
-            "sync" => Ok(Self::Sync {
-                url: catalog_url(env)?,
-                timeout: catalog_timeout(env)?,
-            }),
-            other => Err(ConfigError::invalid(
-                "CATALOG_LOOKUP",
-                other,
-                "use local (the read model) or sync (the benchmark baseline)",
-            )),
-        }
-    }
-}
-
-fn catalog_url(env: &Env) -> Result<Url, ConfigError> {
-    let default = Url::parse(DEFAULT_CATALOG_URL).expect("the default catalog URL is valid");
-    let url: Url = env.parse_or("CATALOG_URL", default)?;
-    // The workspace builds reqwest without TLS: the services talk on a private network.
-    if url.scheme() != "http" {
-        return Err(ConfigError::invalid(
-            "CATALOG_URL",
-            url.as_str(),
-            "an http:// URL is required",
-        ));
-    }
-    Ok(url)
-}
-
-fn catalog_timeout(env: &Env) -> Result<Duration, ConfigError> {
-    env.positive_duration_or("CATALOG_TIMEOUT", DEFAULT_CATALOG_TIMEOUT)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,72 +76,6 @@ mod tests {
 
     fn env(pairs: &[(&str, &str)]) -> Env {
         Env::from_pairs(pairs.iter().copied().chain([TOKEN]))
-    }
-
-    fn lookup(pairs: &[(&str, &str)]) -> Result<CatalogLookup, ConfigError> {
-        CatalogLookup::from_env(&env(pairs))
-    }
-
-    #[test]
-    fn the_read_model_is_the_default() {
-        assert_eq!(lookup(&[]).unwrap(), CatalogLookup::Local);
-        // Without `sync`, the baseline's variables are not even read.
-        assert_eq!(
-            lookup(&[("CATALOG_LOOKUP", "local"), ("CATALOG_TIMEOUT", "soon")]).unwrap(),
-            CatalogLookup::Local
-        );
-    }
-
-    #[test]
-    fn sync_mode_reads_the_catalog_url_and_timeout() {
-        assert_eq!(
-            lookup(&[("CATALOG_LOOKUP", "sync")]).unwrap(),
-            CatalogLookup::Sync {
-                url: Url::parse("http://127.0.0.1:8081").unwrap(),
-                timeout: Duration::from_secs(2),
-            }
-        );
-        assert_eq!(
-            lookup(&[
-                ("CATALOG_LOOKUP", "sync"),
-                ("CATALOG_URL", "http://catalog-cache:8081"),
-                ("CATALOG_TIMEOUT", "250ms"),
-            ])
-            .unwrap(),
-            CatalogLookup::Sync {
-                url: Url::parse("http://catalog-cache:8081").unwrap(),
-                timeout: Duration::from_millis(250),
-            }
-        );
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (pairs, variable) in [
-            (&[("CATALOG_LOOKUP", "remote")][..], "CATALOG_LOOKUP"),
-            (
-                &[("CATALOG_LOOKUP", "sync"), ("CATALOG_URL", "catalog-cache")][..],
-                "CATALOG_URL",
-            ),
-            (
-                &[
-                    ("CATALOG_LOOKUP", "sync"),
-                    ("CATALOG_URL", "https://catalog"),
-                ][..],
-                "CATALOG_URL",
-            ),
-            (
-                &[("CATALOG_LOOKUP", "sync"), ("CATALOG_TIMEOUT", "2")][..],
-                "CATALOG_TIMEOUT",
-            ),
-            (
-                &[("CATALOG_LOOKUP", "sync"), ("CATALOG_TIMEOUT", "0s")][..],
-                "CATALOG_TIMEOUT",
-            ),
-        ] {
-            let error = lookup(pairs).unwrap_err().to_string();
-            assert!(error.contains(variable), "{pairs:?}: {error}");
-        }
     }
 
     #[test]

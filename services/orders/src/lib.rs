@@ -1,14 +1,16 @@
 #![doc = include_str!("../README.md")]
 
-mod catalog;
 mod config;
 mod error;
-mod notification_tasks;
-mod order_tasks;
-mod orders;
+mod events;
+mod order;
 mod pricing;
+mod read_model;
 mod retention;
 mod routes;
+mod store;
+mod tasks;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -18,16 +20,15 @@ use service_host::{Pattern, Routes, Service, ServiceHost};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{
-    AdminConfig, AdminToken, CatalogLookup, Config, DEFAULT_TASKS_TOPIC, RetentionConfig,
-    SERVICE_NAME,
+    AdminConfig, AdminToken, Config, DEFAULT_TASKS_TOPIC, RetentionConfig, SERVICE_NAME,
 };
 pub use retention::RETENTION_SCHEDULE;
 
-use crate::catalog::{CatalogProducts, PRODUCTS_TOPIC};
-use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
-use crate::orders::{FollowUps, ORDERS_TOPIC};
-use crate::pricing::PriceLookup;
+use crate::events::ORDERS_TOPIC;
+use crate::read_model::{CatalogProducts, PRODUCTS_TOPIC};
 use crate::routes::AppState;
+use crate::store::FollowUps;
+use crate::tasks::NOTIFICATIONS_TASKS_TOPIC;
 
 /// The service, assembled by [`Application::build`] and run by
 /// [`Application::run_until_stopped`].
@@ -79,7 +80,7 @@ impl Application {
             ),
         );
         // Provisions orders' task queue (main, retry and dead-letter topics) before it consumes.
-        let worker = order_tasks::worker(
+        let worker = workers::worker(
             pool.clone(),
             host.kafka(),
             &config.consumer_group_prefix,
@@ -94,8 +95,7 @@ impl Application {
         host.run("task worker", worker);
 
         let state = AppState {
-            pool: pool.clone(),
-            prices: PriceLookup::new(&config.catalog_lookup, pool)?,
+            pool,
             follow_ups: FollowUps {
                 notifications: host.task_queue(NOTIFICATIONS_TASKS_TOPIC),
                 orders_tasks_topic: config.tasks_topic.clone(),
@@ -107,7 +107,7 @@ impl Application {
             api: routes::router(state),
             // Only the host's: the schedules, the dead letters, the parked outbox rows.
             admin: axum::Router::new(),
-            body_limit: orders::BODY_LIMIT,
+            body_limit: order::BODY_LIMIT,
         };
         Ok(Self(host.bind(routes, &config.admin).await?))
     }

@@ -1,102 +1,164 @@
-//! [`PriceLookup`]: where `POST /orders` finds the products it prices.
+//! Pricing an order: [`price`] prices the requested items with orders' copy of the catalog
+//! ([`crate::read_model`]), all or none. No I/O: [`crate::store::place`] reads the products.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use anyhow::Context as _;
-use futures::future::try_join_all;
-use reqwest::{StatusCode, Url};
-use sqlx::PgPool;
+use crate::order::{OrderError, OrderItem, RequestedItem};
+use crate::read_model::CatalogProduct;
 
-use crate::catalog::{self, CatalogProduct};
-use crate::config::CatalogLookup;
-use crate::error::ApiError;
-
-/// The source of products and prices, chosen by `CATALOG_LOOKUP`.
-#[derive(Debug, Clone)]
-pub enum PriceLookup {
-    /// The design: the `catalog_products` read model. One local query, whatever state
-    /// catalog-cache is in.
-    Local(PgPool),
-    /// **Benchmark baseline only**: a call to catalog-cache per product, which is as slow as
-    /// catalog-cache and fails while it is down. It exists so that the benchmark can measure
-    /// what the read model saves; never configure it otherwise.
-    Sync(CatalogClient),
+/// The items of an order with their prices, before the order is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PricedItems {
+    pub items: Vec<OrderItem>,
+    pub total_cents: i64,
+    pub currency: String,
 }
 
-impl PriceLookup {
-    pub fn new(lookup: &CatalogLookup, pool: PgPool) -> anyhow::Result<Self> {
-        Ok(match lookup {
-            CatalogLookup::Local => Self::Local(pool),
-            CatalogLookup::Sync { url, timeout } => {
-                tracing::warn!(
-                    %url,
-                    "CATALOG_LOOKUP=sync: the benchmark baseline; every order calls catalog-cache"
-                );
-                Self::Sync(CatalogClient::new(url.clone(), *timeout)?)
-            }
-        })
-    }
+/// Prices every item with its product from `catalog`: all products must be known and active,
+/// and priced in one currency.
+pub fn price(
+    items: &[RequestedItem],
+    catalog: &HashMap<String, CatalogProduct>,
+) -> Result<PricedItems, OrderError> {
+    let orderable = |item: &RequestedItem| {
+        catalog
+            .get(&item.product_id)
+            .filter(|product| product.active)
+    };
 
-    /// The products among `product_ids` that exist, by id; an id missing from the map is a
-    /// product orders does not know.
-    pub async fn products(
-        &self,
-        product_ids: &[String],
-    ) -> Result<HashMap<String, CatalogProduct>, ApiError> {
-        let products = match self {
-            Self::Local(pool) => catalog::find_many(pool, product_ids).await?,
-            Self::Sync(catalog) => catalog
-                .products(product_ids)
-                .await
-                .map_err(ApiError::CatalogUnavailable)?,
-        };
-        Ok(products
-            .into_iter()
-            .map(|product| (product.product_id.clone(), product))
-            .collect())
-    }
-}
-
-/// **Benchmark baseline only**: catalog-cache's HTTP API, `GET /products/{product_id}`.
-#[derive(Debug, Clone)]
-pub struct CatalogClient {
-    http: reqwest::Client,
-    base_url: Url,
-}
-
-impl CatalogClient {
-    /// `timeout` bounds each call from connecting to reading the whole body.
-    pub fn new(base_url: Url, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .context("Failed to build the catalog-cache HTTP client")?;
-        Ok(Self { http, base_url })
-    }
-
-    /// Asks for all products at once; fails if any call fails.
-    async fn products(
-        &self,
-        product_ids: &[String],
-    ) -> Result<Vec<CatalogProduct>, reqwest::Error> {
-        let found = try_join_all(product_ids.iter().map(|id| self.product(id))).await?;
-        Ok(found.into_iter().flatten().collect())
-    }
-
-    /// `None` when catalog-cache answers 404: it has no such product.
-    async fn product(&self, product_id: &str) -> Result<Option<CatalogProduct>, reqwest::Error> {
-        let mut url = self.base_url.clone();
-        url.path_segments_mut()
-            .expect("an http:// URL has a path")
-            .pop_if_empty()
-            .extend(["products", product_id]);
-        let response = self.http.get(url).send().await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
+    let mut unavailable: Vec<String> = Vec::new();
+    for item in items.iter().filter(|item| orderable(item).is_none()) {
+        if !unavailable.contains(&item.product_id) {
+            unavailable.push(item.product_id.clone());
         }
-        // Deserialised with the tolerant `CatalogProduct`: `stock`, `revision` and `updated_at`
-        // of catalog-cache's answer are ignored.
-        response.error_for_status()?.json().await.map(Some)
+    }
+    if !unavailable.is_empty() {
+        return Err(OrderError::UnavailableProducts(unavailable));
+    }
+
+    let products: Vec<&CatalogProduct> = items.iter().filter_map(orderable).collect();
+    let currencies: BTreeSet<&str> = products.iter().map(|p| p.currency.as_str()).collect();
+    if currencies.len() > 1 {
+        let currencies = currencies.into_iter().map(str::to_owned).collect();
+        return Err(OrderError::MixedCurrencies(currencies));
+    }
+    let currency = currencies
+        .first()
+        .map(|&currency| currency.to_owned())
+        .expect("validate() requires at least one item");
+
+    let mut total_cents: i64 = 0;
+    let mut priced = Vec::with_capacity(items.len());
+    for (item, product) in items.iter().zip(products) {
+        total_cents = product
+            .price_cents
+            .checked_mul(i64::from(item.quantity))
+            .and_then(|line_total| total_cents.checked_add(line_total))
+            .ok_or_else(|| {
+                OrderError::Invalid(BTreeMap::from([(
+                    "items".to_owned(),
+                    "the order's total is too large".to_owned(),
+                )]))
+            })?;
+        priced.push(OrderItem {
+            product_id: item.product_id.clone(),
+            quantity: item.quantity,
+            unit_price_cents: product.price_cents,
+        });
+    }
+    Ok(PricedItems {
+        items: priced,
+        total_cents,
+        currency,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(items: &[(&str, i32)]) -> Vec<RequestedItem> {
+        items
+            .iter()
+            .map(|&(product_id, quantity)| RequestedItem {
+                product_id: product_id.to_owned(),
+                quantity,
+            })
+            .collect()
+    }
+
+    fn catalog(products: &[(&str, i64, &str, bool)]) -> HashMap<String, CatalogProduct> {
+        products
+            .iter()
+            .map(|&(id, price_cents, currency, active)| {
+                let product = CatalogProduct {
+                    product_id: id.to_owned(),
+                    sku: format!("SKU-{id}"),
+                    name: format!("Product {id}"),
+                    price_cents,
+                    currency: currency.to_owned(),
+                    active,
+                };
+                (id.to_owned(), product)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn items_are_priced_from_the_catalog_in_the_clients_order() {
+        let catalog = catalog(&[("p-1", 250, "EUR", true), ("p-2", 1000, "EUR", true)]);
+
+        let priced = price(&items(&[("p-2", 1), ("p-1", 3)]), &catalog).unwrap();
+
+        assert_eq!(
+            priced,
+            PricedItems {
+                items: vec![
+                    OrderItem {
+                        product_id: "p-2".to_owned(),
+                        quantity: 1,
+                        unit_price_cents: 1000
+                    },
+                    OrderItem {
+                        product_id: "p-1".to_owned(),
+                        quantity: 3,
+                        unit_price_cents: 250
+                    },
+                ],
+                total_cents: 1750,
+                currency: "EUR".to_owned(),
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_and_inactive_products_are_listed_once_each() {
+        let catalog = catalog(&[("p-1", 250, "EUR", true), ("p-off", 100, "EUR", false)]);
+        let items = items(&[("p-off", 1), ("p-1", 1), ("p-missing", 1), ("p-off", 2)]);
+
+        match price(&items, &catalog) {
+            Err(OrderError::UnavailableProducts(ids)) => assert_eq!(ids, ["p-off", "p-missing"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_order_has_one_currency() {
+        let catalog = catalog(&[("p-1", 250, "USD", true), ("p-2", 100, "EUR", true)]);
+
+        match price(&items(&[("p-1", 1), ("p-2", 1)]), &catalog) {
+            Err(OrderError::MixedCurrencies(currencies)) => assert_eq!(currencies, ["EUR", "USD"]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_total_beyond_i64_is_refused_rather_than_wrapped() {
+        let catalog = catalog(&[("p-1", i64::MAX / 2, "EUR", true)]);
+
+        assert!(matches!(
+            price(&items(&[("p-1", 3)]), &catalog),
+            Err(OrderError::Invalid(_))
+        ));
     }
 }

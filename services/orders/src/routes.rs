@@ -1,5 +1,6 @@
 //! The HTTP API: `POST /orders`, `GET /orders/{order_id}`, `POST /orders/{order_id}/pay` and
-//! `GET /catalog/products/{product_id}`. The schedule admin endpoints are in [`crate::admin`].
+//! `GET /catalog/products/{product_id}`. The admin endpoints come from the pattern crates (see
+//! `lib.rs`).
 
 use axum::Router;
 use axum::extract::State;
@@ -11,16 +12,15 @@ use platform::http::{Json, Path};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::catalog::{self, SyncedProduct};
 use crate::error::ApiError;
-use crate::orders::{self, FollowUps, Order, PlaceOrder};
-use crate::pricing::PriceLookup;
+use crate::order::{self, Order, OrderError, PlaceOrder};
+use crate::read_model::{self, SyncedProduct};
+use crate::store::{self, FollowUps};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub prices: PriceLookup,
     /// The tasks and schedules a new order comes with.
     pub follow_ups: FollowUps,
 }
@@ -35,9 +35,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// 201 with the order, priced from the read model (or, in the benchmark baseline, from
-/// catalog-cache), and a `Location` header with its URL. The confirmation is only enqueued:
-/// the answer does not wait for it to be sent.
+/// 201 with the order, priced from the read model, and a `Location` header with its URL. The
+/// confirmation is only enqueued: the answer does not wait for it to be sent.
 #[tracing::instrument(
     name = "orders.place",
     skip_all,
@@ -49,14 +48,7 @@ async fn place_order(
     Json(request): Json<PlaceOrder>,
 ) -> Result<impl IntoResponse, ApiError> {
     let key = idempotency::IdempotencyKey::from_headers(&headers)?;
-    let order = orders::place(
-        &state.pool,
-        &state.prices,
-        &state.follow_ups,
-        request,
-        key.as_ref(),
-    )
-    .await?;
+    let order = store::place(&state.pool, &state.follow_ups, request, key.as_ref()).await?;
     tracing::Span::current().record("order_id", tracing::field::display(order.order_id));
     tracing::info!(total_cents = order.total_cents, "order placed");
     let location = format!("/orders/{}", order.order_id);
@@ -68,10 +60,10 @@ async fn get_order(
     State(state): State<AppState>,
     Path(order_id): Path<Uuid>,
 ) -> Result<Json<Order>, ApiError> {
-    orders::find(&state.pool, order_id)
+    store::find(&state.pool, order_id)
         .await?
         .map(Json)
-        .ok_or(ApiError::OrderNotFound(order_id))
+        .ok_or(ApiError::Order(OrderError::NotFound(order_id)))
 }
 
 /// 200 with the paid order. Paying again answers the same (paid) order; a cancelled order is a
@@ -82,7 +74,7 @@ async fn pay_order(
     State(state): State<AppState>,
     Path(order_id): Path<Uuid>,
 ) -> Result<Json<Order>, ApiError> {
-    let order = orders::pay(&state.pool, order_id).await?;
+    let order = store::pay(&state.pool, order_id).await?;
     tracing::info!("order paid");
     Ok(Json(order))
 }
@@ -90,16 +82,15 @@ async fn pay_order(
 /// orders' copy of a product, with the revision and time of the event it came from: how
 /// stale the copy is, for operators and tests.
 ///
-/// An id no order could name (see `orders::MAX_ID_LEN`) is a 422 rather than a 404: it never
+/// An id no order could name (see [`order::MAX_ID_LEN`]) is a 422 rather than a 404: it never
 /// reaches the database, which refuses NUL in text.
 #[tracing::instrument(name = "catalog_products.get", skip(state))]
 async fn get_catalog_product(
     State(state): State<AppState>,
     Path(product_id): Path<String>,
 ) -> Result<Json<SyncedProduct>, ApiError> {
-    platform::validate::text(&product_id, orders::MAX_ID_LEN)
-        .map_err(ApiError::InvalidProductId)?;
-    catalog::find(&state.pool, &product_id)
+    platform::validate::text(&product_id, order::MAX_ID_LEN).map_err(ApiError::InvalidProductId)?;
+    read_model::find(&state.pool, &product_id)
         .await?
         .map(Json)
         .ok_or(ApiError::CatalogProductNotFound(product_id))

@@ -19,7 +19,7 @@ use task_queue::TaskQueue;
 use tokio::io::{AsyncSeekExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
-use crate::notification_tasks::SendExportReady;
+use crate::tasks::SendExportReady;
 
 /// The first line of every export.
 pub const CSV_HEADER: &str = "order_id,created_at,status,customer_id,customer_email,item_count,total_cents,currency,payment_due_at\n";

@@ -3,12 +3,13 @@
 mod config;
 mod error;
 mod export_job;
-mod exports;
 mod nightly;
-mod notification_tasks;
-mod orders_view;
+mod read_model;
 mod retention;
 mod routes;
+mod store;
+mod tasks;
+mod workers;
 
 use std::net::SocketAddr;
 
@@ -30,10 +31,10 @@ pub use nightly::NIGHTLY_SCHEDULE;
 pub use retention::RETENTION_SCHEDULE;
 
 use crate::export_job::ExportOrders;
-use crate::notification_tasks::NOTIFICATIONS_TASKS_TOPIC;
-use crate::orders_view::{ORDERS_TOPIC, OrdersView};
+use crate::read_model::{ORDERS_TOPIC, OrdersView};
 use crate::retention::{PurgeExpiredRecords, PurgeRecords};
 use crate::routes::AppState;
+use crate::tasks::NOTIFICATIONS_TASKS_TOPIC;
 
 /// The realm of the `/exports` routes' challenge.
 const EXPORTS_REALM: &str = "report-exporter-exports";
@@ -120,7 +121,7 @@ impl Application {
         // Provisions the service's task queue (main, retry and dead-letter topics).
         host.run(
             "task worker",
-            nightly::worker(
+            workers::worker(
                 pool.clone(),
                 host.kafka(),
                 &config.consumer_group_prefix,

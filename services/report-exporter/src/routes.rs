@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::export_job::{ExportOrders, ExportParams};
-use crate::exports::{self, ExportView, NewExport};
+use crate::store::{self, ExportView, NewExport};
 
 /// Statuses an export can be restricted to: those of `orders.orders.v1`.
 const ORDER_STATUSES: [&str; 3] = ["pending_payment", "paid", "cancelled"];
@@ -222,7 +222,7 @@ async fn create_export(
             .context("The idempotency key was lost after a conflict")?;
         return Ok(accepted(started));
     }
-    exports::start_in(&mut tx, &state.jobs, &export, total).await?;
+    store::start_in(&mut tx, &state.jobs, &export, total).await?;
     tx.commit().await.context("Failed to commit the export")?;
     tracing::info!(total, "export started");
     Ok(accepted(Accepted {
@@ -333,7 +333,7 @@ async fn download_export(
     }
     // A sharded export is its parts, in shard order; the first starts with the header.
     let mut reader: Pin<Box<dyn AsyncRead + Send>> = Box::pin(tokio::io::empty());
-    for path in exports::files(&state.export_dir, &export) {
+    for path in store::files(&state.export_dir, &export) {
         let file = tokio::fs::File::open(&path)
             .await
             .with_context(|| format!("Failed to open {}", path.display()))?;
@@ -350,7 +350,7 @@ async fn download_export(
 }
 
 async fn find(state: &AppState, export_id: Uuid) -> Result<ExportView, ApiError> {
-    exports::find(&state.pool, &state.jobs, export_id)
+    store::find(&state.pool, &state.jobs, export_id)
         .await?
         .ok_or(ApiError::ExportNotFound(export_id))
 }

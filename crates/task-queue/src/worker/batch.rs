@@ -18,7 +18,8 @@ use tokio::sync::{Semaphore, oneshot};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::execution::{Claim, Registered, Run, claim, complete, run_alone, taken_by};
+use super::execution::{Claim, claim, complete, run_alone, taken_by};
+use super::registered::{Registered, Run};
 use crate::{Batching, TaskContext, TaskError};
 
 pub(super) struct Batcher {

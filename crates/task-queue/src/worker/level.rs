@@ -13,8 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::execution::{Registered, Run, run_alone};
+use super::batch::Batcher;
+use super::execution::run_alone;
 use super::limits::Stopping;
+use super::registered::{Registered, Run};
 use crate::queue::{dlq_topic, retry_topic};
 use crate::wire::{Envelope, FailedTask, id_for_coordinates};
 use crate::{RetryLevels, TaskError};
@@ -34,9 +36,16 @@ pub(super) struct Shared {
     /// The queue's main topic.
     pub(super) topic: String,
     pub(super) retry: RetryLevels,
-    pub(super) tasks: HashMap<&'static str, Registered>,
+    pub(super) tasks: HashMap<&'static str, TaskType>,
     /// Cancelled when the worker stops: waits end and their messages stay uncommitted.
     pub(super) stop: CancellationToken,
+}
+
+/// A registered task type and, if it opted into batching, the batcher that runs its tasks in
+/// shared transactions.
+pub(super) struct TaskType {
+    pub(super) task: Registered,
+    pub(super) batcher: Option<Batcher>,
 }
 
 /// Counts a running task in the `tasks_in_flight` gauge until dropped, however the run ends.
@@ -89,7 +98,7 @@ impl LevelHandler {
             .task_name
             .as_deref()
             .and_then(|name| self.shared.tasks.get(name));
-        let Some(task) = registered else {
+        let Some(task_type) = registered else {
             let error = match &envelope.task_name {
                 Some(name) => format!("no handler is registered for task type `{name}`"),
                 None => "the message has no `message_type` header".to_owned(),
@@ -98,6 +107,7 @@ impl LevelHandler {
                 .dead_letter(message, &envelope, None, envelope.attempts, error)
                 .await;
         };
+        let task = &task_type.task;
         let Some(task_id) = envelope.task_id else {
             let error = "the message has no valid task id (`message_id` header)".to_owned();
             return self
@@ -117,7 +127,7 @@ impl LevelHandler {
             attempts += 1;
             tracing::Span::current().record("attempt", attempts);
             let error = match self
-                .run(task, task_id, attempts, &envelope, payload)
+                .run(task_type, task_id, attempts, &envelope, payload)
                 .await?
             {
                 Run::Succeeded | Run::AlreadyDone => return Ok(()),
@@ -140,12 +150,13 @@ impl LevelHandler {
     /// transaction, the task's own or its batch's. Success commits both; failure rolls back both.
     async fn run(
         &self,
-        task: &Registered,
+        task_type: &TaskType,
         task_id: Uuid,
         attempt: u32,
         envelope: &Envelope,
         payload: &[u8],
     ) -> Result<Run, HandlerError> {
+        let task = &task_type.task;
         let _permit = task
             .limits
             .acquire(&self.shared.stop)
@@ -157,7 +168,7 @@ impl LevelHandler {
             task.metrics.age_at_start.record(age.as_secs_f64());
         }
         let pool = &self.shared.pool;
-        match &task.batcher {
+        match &task_type.batcher {
             Some(batcher) => {
                 batcher
                     .run(

@@ -5,11 +5,10 @@ mod batch;
 mod execution;
 mod level;
 mod limits;
+mod registered;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dead_letters::DeadLetterIndex;
 use crate::queue::queue_topics;
-use crate::{RetryLevels, Task, TaskContext, TaskError, TaskHandler, TaskOptions};
+use crate::{RetryLevels, Task, TaskHandler, TaskOptions};
 use batch::Batcher;
-use execution::Registered;
-use level::{LevelHandler, Shared};
+use level::{LevelHandler, Shared, TaskType};
 use limits::Limits;
+use registered::{ErasedHandler, Registered, Typed};
 
 /// How the consumer runtime treats a message whose handling failed for a reason *other* than the
 /// task: the database refused the execution transaction, a retry or dead-letter publish failed,
@@ -167,8 +166,8 @@ impl Worker {
                 .transpose()
                 .with_context(invalid)?;
             let retry_levels = self.retry.delays.len();
-            let task = Registered::new(name, registration.handler, limits, batcher, retry_levels);
-            tasks.insert(name, task);
+            let task = Registered::new(name, registration.handler, limits, retry_levels);
+            tasks.insert(name, TaskType { task, batcher });
         }
 
         let producer = Producer::new(&self.kafka)?;
@@ -291,42 +290,4 @@ impl RunningWorker {
 struct Registration {
     handler: Box<dyn ErasedHandler>,
     options: TaskOptions,
-}
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A [`TaskHandler`] without its task type, so that handlers of all types fit in one map. It
-/// decodes the payload into the type it knows.
-trait ErasedHandler: Send + Sync + 'static {
-    fn handle<'a>(
-        &'a self,
-        payload: &'a [u8],
-        ctx: &'a mut TaskContext<'_>,
-    ) -> BoxFuture<'a, Result<(), TaskError>>;
-}
-
-struct Typed<T, H> {
-    handler: H,
-    /// `fn() -> T`: the handler makes `T`s, it does not hold one, so `Typed` is `Send` and
-    /// `Sync` whatever `T` is.
-    task: PhantomData<fn() -> T>,
-}
-
-impl<T: Task, H: TaskHandler<T>> ErasedHandler for Typed<T, H> {
-    fn handle<'a>(
-        &'a self,
-        payload: &'a [u8],
-        ctx: &'a mut TaskContext<'_>,
-    ) -> BoxFuture<'a, Result<(), TaskError>> {
-        Box::pin(async move {
-            // A payload that does not decode never will: no retry can help.
-            let task: T = serde_json::from_slice(payload).map_err(|error| {
-                TaskError::permanent(
-                    anyhow::Error::new(error)
-                        .context(format!("the payload is not a valid {} task", T::NAME)),
-                )
-            })?;
-            self.handler.handle(task, ctx).await
-        })
-    }
 }

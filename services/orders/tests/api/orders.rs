@@ -4,21 +4,15 @@
 //! `catalog-cache.products.v1`, and every order below is priced without catalog-cache being
 //! there to answer: that is what "catalog-cache is down, orders still places orders" means.
 
-use std::time::{Duration, Instant};
-
-use axum::extract::Path as AxumPath;
-use axum::response::IntoResponse as _;
 use chrono::{DateTime, Utc};
 use kafka::header;
-use orders::CatalogLookup;
-use platform::config::Env;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
     CatalogCache, Product, TestApp, confirmation_task, contract_example, order_event,
-    order_event_of_type, shape, spawn_app, spawn_app_with, spawn_app_with_env,
+    order_event_of_type, shape, spawn_app, spawn_app_with_env,
 };
 
 fn order_of(items: &[(&Product, i32)]) -> Value {
@@ -296,91 +290,6 @@ async fn an_unknown_order_is_404_and_a_malformed_id_400() {
     )
     .await;
     problem(app.get_order("not-a-uuid").await, StatusCode::BAD_REQUEST).await;
-}
-
-/// The service in the benchmark baseline, `CATALOG_LOOKUP=sync`, calling catalog-cache at
-/// `catalog_url`.
-async fn spawn_sync_baseline(catalog_url: &str) -> TestApp {
-    let env = Env::from_pairs([("CATALOG_LOOKUP", "sync"), ("CATALOG_URL", catalog_url)]);
-    spawn_app_with(|config| {
-        config.catalog_lookup = CatalogLookup::from_env(&env).expect("a valid lookup");
-    })
-    .await
-}
-
-/// Stands in for catalog-cache's `GET /products/{product_id}`: it knows `espresso-cup` only.
-async fn fake_catalog_cache() -> String {
-    async fn product(AxumPath(product_id): AxumPath<String>) -> axum::response::Response {
-        if product_id != "espresso-cup" {
-            return StatusCode::NOT_FOUND.into_response();
-        }
-        axum::Json(json!({
-            "product_id": "espresso-cup", "sku": "CUP-ESP-01", "name": "Espresso cup",
-            "price_cents": 1250, "currency": "EUR", "stock": 40, "active": true,
-            "revision": 1, "updated_at": "2026-11-26T09:15:02.417381Z",
-        }))
-        .into_response()
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let routes = axum::Router::new().route("/products/{product_id}", axum::routing::get(product));
-    tokio::spawn(async move { axum::serve(listener, routes).await });
-    format!("http://{address}")
-}
-
-/// The benchmark baseline asks catalog-cache for every product of every order.
-#[tokio::test]
-async fn the_sync_baseline_prices_from_catalog_cache() {
-    let app = spawn_sync_baseline(&fake_catalog_cache().await).await;
-    let item = |product_id: &str| {
-        json!({
-            "customer_id": "c-1042",
-            "customer_email": "ada@example.com",
-            "items": [{ "product_id": product_id, "quantity": 2 }],
-        })
-    };
-
-    let response = app.post_order(&item("espresso-cup")).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let order: Value = response.json().await.unwrap();
-    assert_eq!(order["items"][0]["unit_price_cents"], 1250);
-    assert_eq!(order["total_cents"], 2500);
-
-    let response = app.post_order(&item("milk-jug")).await;
-    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(problem["unavailable_products"], json!(["milk-jug"]));
-}
-
-/// What the read model avoids: the baseline cannot place any order while catalog-cache is down
-/// (here nothing listens on port 1). It answers 503, at once.
-#[tokio::test]
-async fn the_sync_baseline_fails_while_catalog_cache_is_down() {
-    let app = spawn_sync_baseline("http://127.0.0.1:1").await;
-    let order = json!({
-        "customer_id": "c-1042",
-        "customer_email": "ada@example.com",
-        "items": [{ "product_id": "espresso-cup", "quantity": 1 }],
-    });
-
-    // A first request, unmeasured: right after start it shares the machine with the start of
-    // the service's consumers (the projection's and the task worker's librdkafka clients
-    // joining their groups), which on a busy 2-core machine can take as long as the timeout.
-    // What is measured is the answer of a running service.
-    assert_eq!(
-        app.post_order(&order).await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    let started = Instant::now();
-    let response = app.post_order(&order).await;
-
-    let problem = problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
-    assert_eq!(problem["title"], "Catalog unavailable");
-    // A refused connection fails long before the 2 s CATALOG_TIMEOUT.
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 /// Places an order of one product and returns it, as the API answered.

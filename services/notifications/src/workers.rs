@@ -1,17 +1,22 @@
-//! The task-queue worker of `notifications.tasks.v1`: every task becomes a notification, is
-//! handed to the provider and recorded.
+//! The task-queue worker of `notifications.tasks.v1` and its handlers: every notification task
+//! becomes a notification, is handed to the provider and recorded; the daily digest is counted,
+//! then delivered the same way; retention's handler is [`crate::retention`]'s.
 
+use chrono::Utc;
+use chrono_tz::Tz;
 use kafka::KafkaConfig;
 use sqlx::PgPool;
 use task_queue::{RetryLevels, TaskContext, TaskError, TaskHandler, TaskOptions, Worker};
+use task_scheduler::calendar::{day_bounds, yesterday};
 
 use crate::config::Config;
-use crate::digest::{SendDailyDigest, SendDigests};
+use crate::digest::digest_message;
 use crate::notification::{Notification, Provider};
 use crate::retention::{self, PurgeExpiredRecords, PurgeRecords};
 use crate::store;
 use crate::tasks::{
-    Notify, SendExportReady, SendOrderCancelled, SendOrderConfirmation, SendPaymentReminder,
+    Notify, SendDailyDigest, SendExportReady, SendOrderCancelled, SendOrderConfirmation,
+    SendPaymentReminder,
 };
 
 /// A worker for the tasks of `config.tasks_topic`, with a handler for each task type: the
@@ -74,6 +79,43 @@ impl<T: Notify> TaskHandler<T> for Deliver {
             attempt = ctx.attempt,
             "notification delivered"
         );
+        Ok(())
+    }
+}
+
+/// The handler of [`SendDailyDigest`]: count, deliver, record.
+#[derive(Debug, Clone)]
+pub struct SendDigests {
+    pub provider: Provider,
+}
+
+impl TaskHandler<SendDailyDigest> for SendDigests {
+    /// Like every other notification: delivered with the task id as the provider's
+    /// idempotency key, recorded in `ctx.conn`. The scheduler derives the task id from the
+    /// occurrence, so a firing repeated by a crash is delivered once.
+    async fn handle(
+        &self,
+        task: SendDailyDigest,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<(), TaskError> {
+        let timezone: Tz = task.timezone.parse().map_err(|error| {
+            TaskError::permanent(anyhow::anyhow!(
+                "SendDailyDigest names an unknown time zone `{}`: {error}",
+                task.timezone
+            ))
+        })?;
+        // The day before the one the schedule was due on, however late this runs; a digest
+        // enqueued by hand (no schedule) covers the day before today.
+        let day = yesterday(ctx.scheduled_for.unwrap_or_else(Utc::now), timezone);
+        let (from, to) = day_bounds(day, timezone)?;
+        let counts = store::deliveries_per_kind(ctx.conn, from, to).await?;
+        let message = digest_message(&task.recipient, day, timezone, &counts);
+        let notification = Notification::new(ctx.task_id, message);
+        self.provider.deliver(&notification).await?;
+        store::record(ctx.conn, &notification, ctx.attempt)
+            .await
+            .map_err(TaskError::retryable)?;
+        tracing::info!(task_id = %ctx.task_id, %day, "daily digest delivered");
         Ok(())
     }
 }

@@ -1,27 +1,14 @@
-//! orders' own task queue, `orders.tasks.v1`: the tasks the service's schedules fire at itself,
-//! and the worker that runs them. Contract: `docs/contracts/orders.tasks.v1.md`.
+//! The worker of orders' own task queue, `orders.tasks.v1`: the handlers of the tasks its
+//! schedules fire at it, [`CancelUnpaidOrder`] and [`PurgeExpiredRecords`].
 
 use kafka::KafkaConfig;
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use task_queue::{Task, TaskContext, TaskError, TaskHandler, TaskOptions, TaskQueue, Worker};
-use uuid::Uuid;
+use task_queue::{TaskContext, TaskError, TaskHandler, TaskOptions, TaskQueue, Worker};
 
-use crate::orders::{self, Cancellation};
+use crate::order::Cancellation;
 use crate::retention::{PurgeExpiredRecords, PurgeRecords};
-
-/// Cancels the order if it is still unpaid. Fired by the order's `order:<id>:cancel-unpaid`
-/// schedule at its `payment_due_at`; paying the order cancels that schedule, so normally it
-/// only ever runs for unpaid orders. It checks anyway: a payment may commit between the firing
-/// and the run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CancelUnpaidOrder {
-    pub order_id: Uuid,
-}
-
-impl Task for CancelUnpaidOrder {
-    const NAME: &'static str = "CancelUnpaidOrder";
-}
+use crate::store;
+use crate::tasks::CancelUnpaidOrder;
 
 /// The worker of orders' task queue `topic`, in the consumer group `<group_prefix>.tasks`.
 /// `notifications` is where the cancellation notice goes; `purge` runs the retention.
@@ -57,7 +44,7 @@ impl TaskHandler<CancelUnpaidOrder> for CancelUnpaidOrders {
         ctx: &mut TaskContext<'_>,
     ) -> Result<(), TaskError> {
         let order_id = task.order_id;
-        match orders::cancel_unpaid(ctx.conn, &self.notifications, order_id).await? {
+        match store::cancel_unpaid(ctx.conn, &self.notifications, order_id).await? {
             Cancellation::Cancelled => {
                 tracing::info!(%order_id, "unpaid order cancelled");
                 Ok(())

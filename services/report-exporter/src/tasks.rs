@@ -1,7 +1,9 @@
-//! The task report-exporter enqueues on notifications' task queue, `notifications.tasks.v1`;
-//! contract: `docs/contracts/notifications.tasks.v1.md`. Declared here, not shared with
-//! notifications: services share the contract and its example files, which both sides' tests
-//! read, never code.
+//! The task types report-exporter defines: [`SendExportReady`], which it enqueues on
+//! notifications' task queue, `notifications.tasks.v1` (contract:
+//! `docs/contracts/notifications.tasks.v1.md`), and [`StartNightlyExport`], which its own
+//! schedule fires on its own queue ([`crate::workers`] runs it). `SendExportReady` is declared
+//! here, not shared with notifications: services share the contract and its example files,
+//! which both sides' tests read, never code.
 
 use serde::{Deserialize, Serialize};
 use task_queue::Task;
@@ -27,6 +29,19 @@ impl Task for SendExportReady {
     fn task_id(&self) -> Option<Uuid> {
         Some(Uuid::new_v5(&self.export_id, Self::NAME.as_bytes()))
     }
+}
+
+/// Starts the export of the previous calendar day in `timezone`. Only this service's own
+/// schedule fires it, with the payload it was given at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartNightlyExport {
+    /// The IANA time zone whose calendar day "yesterday" means.
+    pub timezone: String,
+    pub recipient: String,
+}
+
+impl Task for StartNightlyExport {
+    const NAME: &'static str = "StartNightlyExport";
 }
 
 #[cfg(test)]

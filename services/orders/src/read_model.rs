@@ -1,6 +1,8 @@
 //! The `catalog_products` read model: catalog-cache's products as orders needs them, kept up to
 //! date from `catalog-cache.products.v1` so that pricing an order is a local query.
 
+use std::collections::HashMap;
+
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use integration_events::{EntityTopic, ReadModel};
@@ -11,8 +13,8 @@ use sqlx::{PgConnection, PgPool};
 /// `docs/contracts/catalog-cache.products.v1.md`.
 pub const PRODUCTS_TOPIC: EntityTopic = EntityTopic::new("catalog-cache", "products", "product");
 
-/// A product as orders reads it: from a `catalog-cache.products.v1` event, from the read model,
-/// or (in the benchmark baseline only) from catalog-cache's API.
+/// A product as orders reads it: from a `catalog-cache.products.v1` event or from the read
+/// model.
 ///
 /// Only the fields orders uses (tolerant reader): the rest of catalog-cache's product, such as
 /// `stock`, and whatever fields it adds later are ignored, so they can change without breaking
@@ -118,17 +120,22 @@ pub async fn find(pool: &PgPool, product_id: &str) -> anyhow::Result<Option<Sync
     .with_context(|| format!("Failed to read catalog product {product_id}"))
 }
 
-/// Those of `product_ids` that the read model holds; the others are unknown to orders.
+/// Those of `product_ids` that the read model holds, by id; an id missing from the map is a
+/// product orders does not know.
 pub async fn find_many(
     pool: &PgPool,
     product_ids: &[String],
-) -> anyhow::Result<Vec<CatalogProduct>> {
-    sqlx::query_as(
+) -> anyhow::Result<HashMap<String, CatalogProduct>> {
+    let products: Vec<CatalogProduct> = sqlx::query_as(
         "SELECT product_id, sku, name, price_cents, currency, active
          FROM catalog_products WHERE product_id = ANY($1)",
     )
     .bind(product_ids)
     .fetch_all(pool)
     .await
-    .context("Failed to read catalog products")
+    .context("Failed to read catalog products")?;
+    Ok(products
+        .into_iter()
+        .map(|product| (product.product_id.clone(), product))
+        .collect())
 }

@@ -1,9 +1,11 @@
-//! The tasks orders enqueues (or schedules) on notifications' task queue, `notifications.tasks.v1`; contract:
-//! `docs/contracts/notifications.tasks.v1.md`.
+//! The task types orders defines: [`CancelUnpaidOrder`] on its own queue, `orders.tasks.v1`
+//! (contract: `docs/contracts/orders.tasks.v1.md`; [`crate::workers`] runs it), and those it
+//! enqueues or schedules on notifications' queue, [`NOTIFICATIONS_TASKS_TOPIC`] (contract:
+//! `docs/contracts/notifications.tasks.v1.md`), with the dedup keys of an order's schedules.
 //!
-//! orders declares its own task types: services share topics and message contracts, never
-//! code. The contract's example files keep this struct and notifications' in step (both
-//! services' tests read them).
+//! orders declares its own copies of notifications' task types: services share topics and
+//! message contracts, never code. The contract's example files keep these structs and
+//! notifications' in step (both services' tests read them).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -71,6 +73,30 @@ pub struct SendPaymentReminder {
 
 impl Task for SendPaymentReminder {
     const NAME: &'static str = "SendPaymentReminder";
+}
+
+/// Cancels the order if it is still unpaid. Fired by the order's `order:<id>:cancel-unpaid`
+/// schedule at its `payment_due_at`; paying the order cancels that schedule, so normally it
+/// only ever runs for unpaid orders. It checks anyway: a payment may commit between the firing
+/// and the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CancelUnpaidOrder {
+    pub order_id: Uuid,
+}
+
+impl Task for CancelUnpaidOrder {
+    const NAME: &'static str = "CancelUnpaidOrder";
+}
+
+/// The dedup key of the order's schedule that cancels it at `payment_due_at` if unpaid.
+pub fn cancel_unpaid_key(order_id: Uuid) -> String {
+    format!("order:{order_id}:cancel-unpaid")
+}
+
+/// The dedup key of the order's schedule that reminds the customer to pay, half-way to
+/// `payment_due_at`.
+pub fn payment_reminder_key(order_id: Uuid) -> String {
+    format!("order:{order_id}:payment-reminder")
 }
 
 #[cfg(test)]

@@ -1,14 +1,15 @@
-//! The HTTP API: `/products`.
+//! The HTTP API: `/products`, and [`router`], which serves it. Its errors are
+//! [`crate::error::ApiError`]'s.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use platform::http::{Json, Path, Problem, Query};
+use platform::http::{Json, Path, Query};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::error::ApiError;
 use crate::product::{FieldErrors, Product, ProductFields, ProductId, PutProduct};
 use crate::store::{self, Page, Put};
 
@@ -18,7 +19,7 @@ const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 500;
 
 /// The service's routes, for `platform::http::app`.
-pub fn routes(pool: PgPool) -> Router {
+pub fn router(pool: PgPool) -> Router {
     Router::new()
         .route("/products", get(list_products))
         .route(
@@ -26,44 +27,6 @@ pub fn routes(pool: PgPool) -> Router {
             get(get_product).put(put_product).delete(delete_product),
         )
         .with_state(pool)
-}
-
-/// Why a request failed. Malformed requests do not get this far: the extractors answer them
-/// with a 400, 415 or 422 problem themselves.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The body or the path breaks a rule: 422, naming each bad field.
-    #[error("invalid fields: {0:?}")]
-    InvalidFields(FieldErrors),
-    /// A query parameter is out of range, or a cursor no page gave: 400, naming each bad
-    /// parameter.
-    #[error("invalid query parameters: {0:?}")]
-    InvalidQuery(FieldErrors),
-    #[error("no such product")]
-    ProductNotFound,
-    /// Anything unexpected, such as a database failure: logged, and a bare 500 for the client.
-    #[error(transparent)]
-    Internal(#[from] anyhow::Error),
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let problem = match self {
-            Self::InvalidFields(errors) => Problem::unprocessable(
-                "The product is invalid; `errors` says what is wrong with each field.",
-                serde_json::json!(errors),
-            ),
-            // 422 like a body field out of range: the request parsed, a value breaks a rule.
-            Self::InvalidQuery(errors) => Problem::unprocessable(
-                "A query parameter is invalid; `errors` says what is wrong with each.",
-                serde_json::json!(errors),
-            ),
-            Self::ProductNotFound => Problem::not_found("No product exists with this id."),
-            Self::Internal(error) => outbox::PayloadTooLarge::problem_in(&error)
-                .unwrap_or_else(|| Problem::internal(&error)),
-        };
-        problem.into_response()
-    }
 }
 
 /// `PUT /products/{product_id}`: 201 with the product when it is new, 200 when it existed
