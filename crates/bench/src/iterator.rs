@@ -2,11 +2,12 @@
 //! chain of chunks through Kafka with a durable cursor) against `COPY (SELECT …) TO STDOUT` of
 //! the same orders, the fastest way PostgreSQL has to hand them out, in the same run.
 //!
-//! Self-contained: a fresh database `bench_iterator_<run>`, report-exporter started in-process
-//! (`report_exporter::Application`, its own code, on a free port, with consumer groups of its
-//! own), N orders seeded straight into its `orders_view` (one `INSERT … SELECT
-//! generate_series`, not through Kafka), then the COPY baseline and the exports. Everything is
-//! dropped at the end: the database, the temporary directory with the files.
+//! Self-contained: a fresh database `bench_iterator_<run>`, report-exporter started as a process
+//! from the build (like the other scenarios' services, see [`crate::services`]; the bench talks
+//! to it over HTTP only), on a port of its own with consumer groups and topics of its own, N
+//! orders seeded straight into its `orders_view` (one `INSERT … SELECT generate_series`, not
+//! through Kafka), then the COPY baseline and the exports. Everything is dropped at the end: the
+//! service, the database, the temporary directory with the files.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -15,13 +16,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use futures::TryStreamExt as _;
-use platform::config::Env;
 use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt as _;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::Options;
@@ -29,7 +28,7 @@ use crate::database;
 use crate::kafka;
 use crate::progress::Progress;
 use crate::report::{self, Column, Row};
-use crate::services;
+use crate::services::{self, Binary, Services};
 use crate::stats;
 
 /// Orders seeded and exported unless `--rows` says otherwise.
@@ -48,7 +47,8 @@ const SHARD_VARIANTS: &[u32] = &[1, 2];
 const GOAL: f64 = 0.50;
 /// Between two `GET /exports/{id}` while an export runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-const READY_TIMEOUT: Duration = Duration::from_mins(1);
+/// report-exporter's port (its default is 8084; the other scenarios use 18081-18093).
+const PORT: u16 = 18_084;
 /// After start, the service's projection replays `orders.orders.v1` (whatever earlier runs and
 /// tests left there) into `orders_view`; measuring starts once it has written nothing for
 /// [`SETTLE_QUIET`], no sooner than [`SETTLE_MIN`] (a group join) and no later than
@@ -56,8 +56,6 @@ const READY_TIMEOUT: Duration = Duration::from_mins(1);
 const SETTLE_QUIET: Duration = Duration::from_secs(2);
 const SETTLE_MIN: Duration = Duration::from_secs(6);
 const SETTLE_MAX: Duration = Duration::from_mins(1);
-/// How long the service may take to stop.
-const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The seeded orders' `created_at` spreads over [`RANGE_DAYS`] from here: a month in the past,
 /// so that no order projected from the shared topic (placed by a test or a run, today) falls
 /// into the exported range.
@@ -119,6 +117,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let setup = Setup::new(options)?;
     kafka::check_broker(&setup.bootstrap)?;
     database::check_postgres(&setup.server).await?;
+    services::check_ports_free(&[PORT])?;
     eprintln!(
         "iterator scenario: broker {}, PostgreSQL {}, database {}, files in {}",
         setup.bootstrap,
@@ -130,32 +129,30 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         .with_context(|| format!("Failed to create {}", setup.export_dir().display()))?;
 
     let load_before = load_average();
-    let shutdown = CancellationToken::new();
-    let mut service = None;
+    let mut services = Services::new(setup.binaries.clone(), setup.dir.clone());
     let outcome = tokio::select! {
-        outcome = measure(&setup, &shutdown, &mut service) => outcome,
+        outcome = measure(&setup, &mut services) => outcome,
         signal = services::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     let load_after = load_average();
 
     // The service first (it holds connections to the database), then the database and files.
-    shutdown.cancel();
-    let stopped = match service {
-        Some(service) => match tokio::time::timeout(STOP_TIMEOUT, service).await {
-            Ok(Ok(result)) => result.context("report-exporter failed"),
-            Ok(Err(panic)) => Err(anyhow::anyhow!("report-exporter panicked: {panic}")),
-            Err(_) => Err(anyhow::anyhow!(
-                "report-exporter did not stop within {STOP_TIMEOUT:?}"
-            )),
-        },
-        None => Ok(()),
-    };
+    services.stop_all();
     let dropped = database::drop_all(&setup.server, &[&setup.database]).await;
+    let results = match outcome {
+        Ok(results) => results,
+        Err(error) => {
+            // The log is in the temporary directory: keep it to read.
+            return Err(anyhow::anyhow!(
+                "{error:#}\nreport-exporter's log (RUST_LOG=warn) is kept in {}",
+                setup.dir.join("report-exporter.log").display()
+            ));
+        }
+    };
     if let Err(error) = std::fs::remove_dir_all(&setup.dir) {
         tracing::warn!(%error, dir = %setup.dir.display(), "could not remove the files");
     }
 
-    let results = outcome?;
     let mut notes = results.notes(&setup);
     notes.push(format!(
         "Load average (1 min) before the run {load_before}, after it {load_after}, on {} \
@@ -173,9 +170,6 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         &step_notes(&results),
         &results.exports,
     );
-    if let Err(error) = stopped {
-        eprintln!("warning: {error:#}");
-    }
     dropped
 }
 
@@ -187,8 +181,14 @@ struct Setup {
     server: String,
     database: String,
     run_id: String,
-    /// The run's temporary directory: the COPY file and `exports/`.
+    /// The run's temporary directory: the COPY file, `exports/` and the service's log.
     dir: PathBuf,
+    /// The directory of the report-exporter binary.
+    binaries: PathBuf,
+    /// `ADMIN_TOKEN`, made up for the run.
+    admin_token: String,
+    /// `EXPORTS_TOKEN`, made up for the run: the bench's export calls send it.
+    exports_token: String,
     rows: usize,
     chunk_size: usize,
     from: DateTime<Utc>,
@@ -207,14 +207,13 @@ impl Setup {
             i64::try_from(rows).is_ok(),
             "--rows {rows} is more than PostgreSQL counts"
         );
-        let mut run_id = Uuid::new_v4().simple().to_string();
-        run_id.truncate(8);
+        let run_id = services::run_id();
         let from: DateTime<Utc> = RANGE_START.parse().context("RANGE_START is RFC 3339")?;
         Ok(Self {
-            bootstrap: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-                .ok()
-                .filter(|servers| !servers.trim().is_empty())
-                .unwrap_or_else(|| kafka::DEFAULT_BOOTSTRAP.to_owned()),
+            bootstrap: kafka::bootstrap_from_env(),
+            binaries: services::binaries(&[Binary::ReportExporter])?,
+            admin_token: services::token(),
+            exports_token: services::token(),
             server: database::server_from_env(),
             database: format!("bench_iterator_{run_id}"),
             dir: std::env::temp_dir().join(format!("asyncron-bench-iterator-{run_id}")),
@@ -245,24 +244,23 @@ impl Setup {
         )
     }
 
-    /// report-exporter's environment: nothing of the bench's own, so that a variable set for
-    /// something else cannot change what is measured.
-    fn service_env(&self) -> anyhow::Result<Env> {
-        Ok(Env::from_pairs([
-            ("HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            (
-                "DATABASE_URL",
-                database::database_url(&self.server, &self.database)?,
-            ),
-            ("KAFKA_BOOTSTRAP_SERVERS", self.bootstrap.clone()),
+    /// report-exporter's environment, on top of the bench's own (as for every service the
+    /// bench starts).
+    fn service_env(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        let mut env = services::service_env(
+            PORT,
+            database::database_url(&self.server, &self.database)?,
+            &self.bootstrap,
+            &self.admin_token,
+        );
+        env.extend([
             (
                 "KAFKA_CONSUMER_GROUP_PREFIX",
                 format!("asyncron-bench-{}-report-exporter", self.run_id),
             ),
             ("EXPORT_DIR", self.export_dir().display().to_string()),
-            ("ADMIN_ROUTES", "false".to_owned()),
-            // The bench calls the export API on loopback only.
-            ("EXPORTS_AUTH", "false".to_owned()),
+            // `/exports` is guarded as deployed; the bench sends the token.
+            ("EXPORTS_TOKEN", self.exports_token.clone()),
             // A queue of its own: with fresh consumer groups, the service's worker would
             // otherwise replay the nightly-export triggers other instances left on the shared
             // topic, and run those exports during the measurement.
@@ -276,7 +274,19 @@ impl Setup {
                 "EXPORT_ITERATIONS_TOPIC",
                 format!("asyncron-bench.{}.report-exporter-iterations", self.run_id),
             ),
-        ]))
+        ]);
+        Ok(env)
+    }
+
+    /// The bench's HTTP client for report-exporter: every request carries `EXPORTS_TOKEN`.
+    fn http(&self) -> anyhow::Result<reqwest::Client> {
+        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", self.exports_token))
+            .context("the exports token is not a header value")?;
+        bearer.set_sensitive(true);
+        reqwest::Client::builder()
+            .default_headers(HeaderMap::from_iter([(AUTHORIZATION, bearer)]))
+            .build()
+            .context("Failed to build the HTTP client")
     }
 }
 
@@ -668,27 +678,23 @@ fn ms_signed(seconds: f64) -> String {
     format!("{:.1} ms", seconds * 1_000.0)
 }
 
-/// Runs the whole measurement; the caller stops the service (`service`, once started) and drops
-/// the database, whatever this returns.
-async fn measure(
-    setup: &Setup,
-    shutdown: &CancellationToken,
-    service: &mut Option<JoinHandle<anyhow::Result<()>>>,
-) -> anyhow::Result<Results> {
+/// Runs the whole measurement; the caller stops the service and drops the database, whatever
+/// this returns.
+async fn measure(setup: &Setup, services: &mut Services) -> anyhow::Result<Results> {
     // Created by the bench, so that the caller drops it even if the service never starts.
     let pool = database::create(&setup.server, &setup.database, 2).await?;
-    let config = report_exporter::Config::from_env(&setup.service_env()?)
-        .context("Failed to configure report-exporter")?;
-    let app = report_exporter::Application::build(config)
-        .await
-        .context("Failed to start report-exporter")?;
-    let base = format!("http://{}", app.local_addr());
-
-    // Seeded before the service runs: nothing else writes meanwhile.
+    let id = services.spawn(
+        Binary::ReportExporter,
+        "report-exporter",
+        PORT,
+        setup.service_env()?,
+    )?;
+    let base = services.get(id).url();
+    let http = setup.http()?;
+    // Ready means migrated: `orders_view` exists. The service's projection replays
+    // `orders.orders.v1` meanwhile, into today's dates, outside the exported range.
+    services::wait_ready(services, id, &http).await?;
     let seed_time = seed(&pool, setup).await?;
-    *service = Some(tokio::spawn(app.run_until_stopped(shutdown.clone())));
-    let http = reqwest::Client::new();
-    wait_ready(&http, &base).await?;
     let (projected, settle_time) = settle(&pool, setup).await?;
 
     let mut copies = Vec::with_capacity(COPY_RUNS);
@@ -768,26 +774,6 @@ async fn seed(pool: &PgPool, setup: &Setup) -> anyhow::Result<Duration> {
         started.elapsed().saturating_sub(seeded).as_secs_f64()
     );
     Ok(seeded)
-}
-
-/// Polls `GET /health/ready` until it answers 200.
-async fn wait_ready(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let answer = http
-            .get(format!("{base}/health/ready"))
-            .timeout(Duration::from_secs(1))
-            .send()
-            .await;
-        if answer.is_ok_and(|response| response.status() == StatusCode::OK) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            started.elapsed() < READY_TIMEOUT,
-            "report-exporter was not ready within {READY_TIMEOUT:?} ({base}/health/ready)"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until the projection has stopped adding orders (see [`SETTLE_QUIET`]). Returns how
