@@ -89,7 +89,7 @@ const SEED_SQL: &str = "INSERT INTO orders_view (order_id, status, customer_id, 
                 1 + floor(random() * $4::float8)::bigint AS customer,
                 (100 + floor(random() * 49900))::bigint AS total_cents,
                 CASE WHEN random() < 0.8 THEN 'EUR' ELSE 'USD' END AS currency,
-                (1 + floor(random() * 5))::int AS item_count
+                (1 + floor(random() * 5))::bigint AS item_count
          FROM (SELECT i, random() AS r FROM generate_series(1, $1::bigint) AS i) AS g
      ) AS o";
 
@@ -107,7 +107,8 @@ type ChunkRow = (
     String,
     String,
     String,
-    i32,
+    // `item_count` is BIGINT since report-exporter's migration 0003.
+    i64,
     i64,
     String,
     Option<DateTime<Utc>>,
