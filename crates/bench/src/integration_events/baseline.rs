@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use task_queue::Task;
 use task_scheduler::{Schedules, TaskTemplate};
 use uuid::Uuid;
@@ -321,9 +321,32 @@ async fn insert(
         "created_at": created_at,
         "payment_due_at": payment_due_at,
     });
+    follow_ups(
+        &mut tx,
+        order,
+        priced,
+        &answer,
+        order_id,
+        (created_at, payment_due_at),
+    )
+    .await?;
+    tx.commit().await.context("Failed to commit")?;
+    Ok(answer)
+}
+
+/// In the order's transaction: its `OrderPlaced` event and `SendOrderConfirmation` task in the
+/// outbox, and its two schedules.
+async fn follow_ups(
+    tx: &mut PgConnection,
+    order: &PlaceOrder,
+    priced: &Priced,
+    answer: &serde_json::Value,
+    order_id: Uuid,
+    (created_at, payment_due_at): (DateTime<Utc>, DateTime<Utc>),
+) -> anyhow::Result<()> {
     let event = json!({
         "entity": {
-            "order": &answer,
+            "order": answer,
             "customer_id": order.customer_id,
             "customer_email": order.customer_email,
         },
@@ -331,7 +354,7 @@ async fn insert(
     });
     let key = order_id.to_string();
     outbox::Outbox::record(
-        &mut tx,
+        &mut *tx,
         outbox::OutboxMessage::json(ORDERS_TOPIC, &key, "OrderPlaced", &event)?,
     )
     .await?;
@@ -342,7 +365,7 @@ async fn insert(
         currency: priced.currency.clone(),
     };
     outbox::Outbox::record(
-        &mut tx,
+        &mut *tx,
         outbox::OutboxMessage::json(
             TASKS_TOPIC,
             &key,
@@ -352,7 +375,7 @@ async fn insert(
     )
     .await?;
     Schedules::schedule_at_in(
-        &mut tx,
+        &mut *tx,
         &format!("order:{order_id}:cancel-unpaid"),
         TaskTemplate::new(TASKS_TOPIC, &CancelUnpaidOrder { order_id })?,
         payment_due_at,
@@ -360,7 +383,7 @@ async fn insert(
     .await?;
     let half_way = chrono::Duration::from_std(PAYMENT_TIMEOUT / 2)?;
     Schedules::schedule_at_in(
-        &mut tx,
+        &mut *tx,
         &format!("order:{order_id}:payment-reminder"),
         TaskTemplate::new(
             TASKS_TOPIC,
@@ -373,6 +396,5 @@ async fn insert(
         created_at + half_way,
     )
     .await?;
-    tx.commit().await.context("Failed to commit")?;
-    Ok(answer)
+    Ok(())
 }
