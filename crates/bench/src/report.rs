@@ -168,6 +168,29 @@ pub fn ratio(value: f64, baseline: f64) -> String {
     }
 }
 
+/// The unit of a latency or success row, and how its values are written.
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Millis,
+    Percent,
+}
+
+impl Unit {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Millis => "ms",
+            Self::Percent => "%",
+        }
+    }
+
+    pub fn format(self, value: f64) -> String {
+        match self {
+            Self::Millis => format!("{value:.2}"),
+            Self::Percent => format!("{value:.1}"),
+        }
+    }
+}
+
 /// `part` of `total` in percent; 0 when there is nothing.
 pub fn percent(part: usize, total: usize) -> f64 {
     if total == 0 {

@@ -8,7 +8,7 @@ use super::{
     SYNC_CATALOG_TIMEOUT, Setup,
 };
 use crate::database;
-use crate::report::{self, Column, Row};
+use crate::report::{self, Column, Row, Unit};
 use crate::stats::LatencySummary;
 
 /// Everything the table and the notes show.
@@ -175,28 +175,6 @@ pub(super) fn notes(setup: &Setup, plan: &Plan, results: &Results) -> Vec<String
         "ratio = read model / sync call; `better` says which direction is an improvement"
             .to_owned(),
     ]
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    Millis,
-    Percent,
-}
-
-impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Millis => "ms",
-            Self::Percent => "%",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::Millis => format!("{value:.2}"),
-            Self::Percent => format!("{value:.1}"),
-        }
-    }
 }
 
 /// One row: the same measurement with the read model and with the synchronous call, when the

@@ -34,7 +34,7 @@ use uuid::Uuid;
 use super::Setup;
 use crate::database;
 use crate::progress::Progress;
-use crate::report::{self, Column, Row};
+use crate::report::{self, Column, Row, Unit};
 use crate::services::{self, Binary, Server, ServiceId, Services};
 use crate::stats::{self, LatencyHistogram, LatencySummary};
 
@@ -898,28 +898,6 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
         ),
         "ratio = offloaded / inline; `better` says which direction is an improvement".to_owned(),
     ]
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    Millis,
-    Percent,
-}
-
-impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Millis => "ms",
-            Self::Percent => "%",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::Millis => format!("{value:.2}"),
-            Self::Percent => format!("{value:.1}"),
-        }
-    }
 }
 
 /// One row: the offloaded side, and the inline side when it has the measurement.
