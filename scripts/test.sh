@@ -74,11 +74,13 @@ run_step clippy cargo clippy --workspace --all-targets -- -D warnings
 # --no-fail-fast: a failing test does not hide the others' results.
 run_step nextest cargo nextest run --workspace --no-fail-fast --profile "$NEXTEST_PROFILE" "$@"
 # Every benchmark scenario with tiny sizes (crates/bench, "Smoke run"), so that none breaks
-# unnoticed. Debug binaries: the bench starts the services from its own profile directory, and the
-# debug build mostly exists by now (a release build would take far longer than the whole run).
+# unnoticed. Debug binaries: the bench starts the services from its own profile directory. Built
+# with the workspace's own feature set (--workspace --all-targets, as the tests were), so that only
+# the binaries are linked; `cargo build -p ...` or `cargo run -p ...` would resolve other features
+# and rebuild dependencies. A release build would take far longer than the whole run.
 bench_smoke() {
-  cargo build -p catalog-cache -p orders -p notifications -p report-exporter &&
-    cargo run -p asyncron-bench -- all --smoke
+  cargo build --workspace --all-targets &&
+    "${CARGO_TARGET_DIR:-target}/debug/asyncron-bench" all --smoke
 }
 run_step bench-smoke bench_smoke
 # nextest does not run doc tests.
