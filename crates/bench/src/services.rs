@@ -409,3 +409,87 @@ impl Drop for Server {
         self.task.abort();
     }
 }
+
+/// The field of catalog-cache's answer to a PUT that the bench needs.
+#[derive(Debug, serde::Deserialize)]
+struct PutAnswer {
+    revision: i64,
+}
+
+/// Creates or changes a product at catalog-cache (`PUT /products/{product_id}`, EUR, in stock,
+/// active); its new revision.
+pub async fn put_product(
+    http: &reqwest::Client,
+    catalog_url: &str,
+    product_id: &str,
+    price_cents: usize,
+) -> anyhow::Result<i64> {
+    let response = http
+        .put(format!("{catalog_url}/products/{product_id}"))
+        .json(&serde_json::json!({
+            "sku": format!("SKU-{product_id}"),
+            "name": format!("Bench product {product_id}"),
+            "price_cents": price_cents,
+            "currency": "EUR",
+            "stock": 1_000_000,
+            "active": true,
+        }))
+        .send()
+        .await
+        .with_context(|| format!("PUT /products/{product_id} failed"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("PUT /products/{product_id} answered {status}: {body}");
+    }
+    let answer: PutAnswer = response
+        .json()
+        .await
+        .with_context(|| format!("PUT /products/{product_id}: unexpected answer"))?;
+    Ok(answer.revision)
+}
+
+/// Creates `product_ids` at catalog-cache (prices 100, 110, … cents) and waits, at most
+/// `timeout`, until orders' read model (`catalog_products` in `orders_db`) holds them all: orders
+/// first joins its consumer group and replays the topic.
+pub async fn seed_products(
+    http: &reqwest::Client,
+    catalog_url: &str,
+    product_ids: &[String],
+    orders_db: &sqlx::PgPool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let total = product_ids.len();
+    let progress = crate::progress::Progress::start("seed: create products", total);
+    let created = progress.counter();
+    for (i, product_id) in product_ids.iter().enumerate() {
+        put_product(http, catalog_url, product_id, 100 + 10 * i).await?;
+        created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    progress.finish();
+
+    let progress = crate::progress::Progress::start("seed: orders' read model", total);
+    progress.waiting_for("orders joining its consumer group");
+    let projected = progress.counter();
+    let started = Instant::now();
+    loop {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM catalog_products WHERE product_id = ANY($1)")
+                .bind(product_ids)
+                .fetch_one(orders_db)
+                .await
+                .context("Failed to count the products in orders' read model")?;
+        let count = usize::try_from(count).unwrap_or(0);
+        projected.store(count, std::sync::atomic::Ordering::Relaxed);
+        if count == total {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "orders' read model holds {count} of {total} seeded products after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    progress.finish();
+    Ok(())
+}

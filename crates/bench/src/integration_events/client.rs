@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
-use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -16,7 +15,7 @@ use super::baseline::{Baseline, CatalogPrice};
 use super::results::Requests;
 use super::{ITEMS, Instances, POLL_INTERVAL, PRODUCTS, SEED_TIMEOUT, Setup, VISIBLE_TIMEOUT};
 use crate::progress::Progress;
-use crate::services::Services;
+use crate::services::{self, Services};
 use crate::stats::{LatencyHistogram, LatencySummary};
 
 /// What one price lookup step of the baseline does: calls one after another, or all at once.
@@ -25,12 +24,6 @@ pub(super) enum Calls {
     Sequential,
     /// As the baseline's `POST /orders` does (`try_join_all`).
     Concurrent,
-}
-
-/// The field of catalog-cache's answer to a PUT that the bench needs.
-#[derive(Debug, Deserialize)]
-struct PutAnswer {
-    revision: i64,
 }
 
 /// The running services and the baseline, and what the bench talks to them with.
@@ -92,69 +85,20 @@ impl Bench {
 
     /// Creates or changes a product at catalog-cache; its new revision.
     async fn put_product(&self, product_id: &str, price_cents: usize) -> anyhow::Result<i64> {
-        let response = self
-            .http
-            .put(format!("{}/products/{product_id}", self.catalog))
-            .json(&json!({
-                "sku": format!("SKU-{product_id}"),
-                "name": format!("Bench product {product_id}"),
-                "price_cents": price_cents,
-                "currency": "EUR",
-                "stock": 1_000_000,
-                "active": true,
-            }))
-            .send()
-            .await
-            .with_context(|| format!("PUT /products/{product_id} failed"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            anyhow::bail!("PUT /products/{product_id} answered {status}: {body}");
-        }
-        let answer: PutAnswer = response
-            .json()
-            .await
-            .with_context(|| format!("PUT /products/{product_id}: unexpected answer"))?;
-        Ok(answer.revision)
+        services::put_product(&self.http, &self.catalog, product_id, price_cents).await
     }
 
-    /// Creates the products and waits until orders has them in its read model (it first joins
-    /// its consumer group and replays the topic). The baseline asks catalog-cache each time.
+    /// Creates the products and waits until orders has them in its read model. The baseline
+    /// asks catalog-cache each time.
     pub(super) async fn seed(&self) -> anyhow::Result<()> {
-        let progress = Progress::start("seed: create products", PRODUCTS);
-        let created = progress.counter();
-        for (i, product_id) in self.product_ids.iter().enumerate() {
-            self.put_product(product_id, 100 + 10 * i).await?;
-            created.fetch_add(1, Ordering::Relaxed);
-        }
-        progress.finish();
-
-        let progress = Progress::start("seed: read model", PRODUCTS);
-        progress.waiting_for("orders joining its consumer groups");
-        let projected = progress.counter();
-        let started = Instant::now();
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM catalog_products WHERE product_id = ANY($1)",
-            )
-            .bind(&self.product_ids)
-            .fetch_one(&self.local_db)
-            .await
-            .context("Failed to count the products in orders' read model")?;
-            let count = usize::try_from(n).unwrap_or(0);
-            projected.store(count, Ordering::Relaxed);
-            if count == PRODUCTS {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < SEED_TIMEOUT,
-                "orders' read model holds {count} of {PRODUCTS} seeded products after \
-                 {SEED_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        progress.finish();
-        Ok(())
+        services::seed_products(
+            &self.http,
+            &self.catalog,
+            &self.product_ids,
+            &self.local_db,
+            SEED_TIMEOUT,
+        )
+        .await
     }
 
     /// What orders does: one query on its own database.

@@ -563,53 +563,14 @@ impl Bench {
 
     /// Creates the products at catalog-cache and waits until orders' read model has them.
     async fn seed(&self) -> anyhow::Result<()> {
-        let progress = Progress::start("seed: create products", PRODUCTS);
-        let created = progress.counter();
-        for (i, product_id) in self.product_ids.iter().enumerate() {
-            self.http
-                .put(format!("{}/products/{product_id}", self.catalog))
-                .json(&json!({
-                    "sku": format!("SKU-{product_id}"),
-                    "name": format!("Bench product {product_id}"),
-                    "price_cents": 100 + 10 * i,
-                    "currency": "EUR",
-                    "stock": 1_000_000,
-                    "active": true,
-                }))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .with_context(|| format!("PUT /products/{product_id} failed"))?;
-            created.fetch_add(1, Ordering::Relaxed);
-        }
-        progress.finish();
-
-        let progress = Progress::start("seed: orders' read model", PRODUCTS);
-        progress.waiting_for("orders joining its consumer group");
-        let projected = progress.counter();
-        let started = Instant::now();
-        loop {
-            let count: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM catalog_products WHERE product_id = ANY($1)",
-            )
-            .bind(&self.product_ids)
-            .fetch_one(&self.orders_db)
-            .await
-            .context("Failed to count the products in orders' read model")?;
-            let count = usize::try_from(count).unwrap_or(0);
-            projected.store(count, Ordering::Relaxed);
-            if count == PRODUCTS {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < SEED_TIMEOUT,
-                "orders' read model holds {count} of {PRODUCTS} seeded products after \
-                 {SEED_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        progress.finish();
-        Ok(())
+        services::seed_products(
+            &self.http,
+            &self.catalog,
+            &self.product_ids,
+            &self.orders_db,
+            SEED_TIMEOUT,
+        )
+        .await
     }
 
     /// `samples` orders of [`ITEMS`] items to `base_url`, one at a time, after `warm_up`
