@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# THE test command: formatting, lints, all tests against a real broker and PostgreSQL, doc tests.
+# THE test command: formatting, lints, all tests against a real broker and PostgreSQL, doc tests,
+# and a smoke run of every benchmark scenario.
 #
 #   scripts/test.sh [ARGS...]      ARGS go to `cargo nextest run`, e.g. -E 'test(outbox)'
 #
@@ -72,6 +73,16 @@ run_step fmt cargo fmt --all -- --check
 run_step clippy cargo clippy --workspace --all-targets -- -D warnings
 # --no-fail-fast: a failing test does not hide the others' results.
 run_step nextest cargo nextest run --workspace --no-fail-fast --profile "$NEXTEST_PROFILE" "$@"
+# Every benchmark scenario with tiny sizes (crates/bench, "Smoke run"), so that none breaks
+# unnoticed. Debug binaries: the bench starts the services from its own profile directory. Built
+# with the workspace's own feature set (--workspace --all-targets, as the tests were), so that only
+# the binaries are linked; `cargo build -p ...` or `cargo run -p ...` would resolve other features
+# and rebuild dependencies. A release build would take far longer than the whole run.
+bench_smoke() {
+  cargo build --workspace --all-targets &&
+    "${CARGO_TARGET_DIR:-target}/debug/asyncron-bench" all --smoke
+}
+run_step bench-smoke bench_smoke
 # nextest does not run doc tests.
 run_step doctest cargo test --workspace --doc
 # A broken intra-doc link is a drifted doc: rustdoc warnings fail the run.
@@ -81,4 +92,4 @@ if ((${#failed[@]})); then
   log "FAILED: ${failed[*]}"
   exit 1
 fi
-log "all steps passed (fmt, clippy, nextest, doctest, doc)"
+log "all steps passed (fmt, clippy, nextest, bench-smoke, doctest, doc)"

@@ -57,11 +57,16 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const RAW_POLL_TIMEOUT: Duration = Duration::from_millis(20);
 const MESSAGE_TYPE: &str = "BenchMessage";
 
-pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+/// `KAFKA_BOOTSTRAP_SERVERS`, or [`DEFAULT_BOOTSTRAP`].
+pub fn bootstrap_from_env() -> String {
+    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
         .ok()
         .filter(|servers| !servers.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_owned());
+        .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_owned())
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<()> {
+    let bootstrap = bootstrap_from_env();
     check_broker(&bootstrap)?;
     let bench = Bench::new(bootstrap);
     eprintln!(
@@ -251,8 +256,7 @@ struct Bench {
 
 impl Bench {
     fn new(bootstrap: String) -> Self {
-        let mut run_id = uuid::Uuid::new_v4().simple().to_string();
-        run_id.truncate(8);
+        let run_id = crate::services::run_id();
         Self {
             config: KafkaConfig::new(&bootstrap, CLIENT_ID),
             bootstrap,

@@ -104,6 +104,9 @@ pub struct Options {
     pub rows: Option<usize>,
     /// `iterator`: the export's `chunk_size`; `None` keeps its default.
     pub chunk_size: Option<usize>,
+    /// `--smoke`: tiny sizes (unless given), to see in seconds that a scenario still runs; the
+    /// figures mean nothing.
+    pub smoke: bool,
 }
 
 impl Default for Options {
@@ -115,9 +118,17 @@ impl Default for Options {
             seconds: None,
             rows: None,
             chunk_size: None,
+            smoke: false,
         }
     }
 }
+
+/// `--smoke`'s sizes, for what was not given explicitly.
+const SMOKE_SAMPLES: usize = 5;
+const SMOKE_MESSAGES: usize = 1_000;
+const SMOKE_SECONDS: usize = 1;
+const SMOKE_ROWS: usize = 1_000;
+const SMOKE_CHUNK_SIZE: usize = 250;
 
 impl Options {
     /// `--messages`, or the scenario's `default` when it was not given.
@@ -130,6 +141,8 @@ impl Options {
 enum Command {
     Help,
     Run(Scenario, Options),
+    /// `all`: every scenario, one after the other (with `--smoke`, the test suite's check).
+    RunAll(Options),
 }
 
 fn usage() -> String {
@@ -141,6 +154,11 @@ fn usage() -> String {
     for scenario in Scenario::ALL {
         let _ = writeln!(text, "  {:<20} {}", scenario.name(), scenario.about());
     }
+    let _ = writeln!(
+        text,
+        "  {:<20} every scenario, one after the other (e.g. `all --smoke`)",
+        "all"
+    );
     let _ = write!(
         text,
         "\noptions:\n\
@@ -154,6 +172,10 @@ fn usage() -> String {
          runs at most 10)\n\
          \x20 --rows N            iterator: orders seeded and exported (default {})\n\
          \x20 --chunk-size N      iterator: the export's chunk_size (default {}, at most {})\n\
+         \x20 --smoke             tiny sizes for what is not given (--samples {SMOKE_SAMPLES}, \
+         --messages {SMOKE_MESSAGES}, --seconds {SMOKE_SECONDS}, --rows {SMOKE_ROWS}, \
+         --chunk-size {SMOKE_CHUNK_SIZE}): checks in seconds that a scenario runs; with a \
+         debug bench it starts the services' debug binaries; the figures mean nothing\n\
          \x20 -h, --help          this text\n\n\
          environment:\n\
          \x20 KAFKA_BOOTSTRAP_SERVERS   the broker (default {})\n\
@@ -176,6 +198,8 @@ fn usage() -> String {
 fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command> {
     let mut args = args.into_iter();
     let mut scenario = None;
+    let mut all = false;
+    let mut samples = None;
     let mut options = Options::default();
     while let Some(arg) = args.next() {
         // `--name=value` and `--name value` are both accepted.
@@ -202,23 +226,42 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> anyhow::Result<Command>
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--messages" => options.messages = Some(value("--messages")?),
-            "--samples" => options.samples = value("--samples")?,
+            "--samples" => samples = Some(value("--samples")?),
             "--max-in-flight" => options.max_in_flight = Some(value("--max-in-flight")?),
             "--seconds" => options.seconds = Some(value("--seconds")?),
             "--rows" => options.rows = Some(value("--rows")?),
             "--chunk-size" => options.chunk_size = Some(value("--chunk-size")?),
+            "--smoke" if inline.is_none() => options.smoke = true,
             flag if flag.starts_with('-') => anyhow::bail!("unknown option `{flag}`"),
             name => {
                 anyhow::ensure!(
-                    scenario.is_none(),
+                    scenario.is_none() && !all,
                     "only one scenario per run (got `{name}` too)"
                 );
+                if name == "all" {
+                    all = true;
+                    continue;
+                }
                 let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
                 scenario = Some(Scenario::parse(name).with_context(|| {
                     format!("unknown scenario `{name}` (known: {})", known.join(", "))
                 })?);
             }
         }
+    }
+    if options.smoke {
+        options.messages.get_or_insert(SMOKE_MESSAGES);
+        options.seconds.get_or_insert(SMOKE_SECONDS);
+        options.rows.get_or_insert(SMOKE_ROWS);
+        options.chunk_size.get_or_insert(SMOKE_CHUNK_SIZE);
+    }
+    options.samples = samples.unwrap_or(if options.smoke {
+        SMOKE_SAMPLES
+    } else {
+        options.samples
+    });
+    if all {
+        return Ok(Command::RunAll(options));
     }
     let scenario = scenario.context("which scenario? (see --help)")?;
     Ok(Command::Run(scenario, options))
@@ -244,20 +287,45 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (scenario, options) = match command {
+    let (scenarios, options) = match command {
         Command::Help => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
         }
-        Command::Run(scenario, options) => (scenario, options),
+        Command::Run(scenario, options) => (vec![scenario], options),
+        Command::RunAll(options) => (Scenario::ALL.to_vec(), options),
     };
     init_logging();
-    match scenario.run(&options).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+    if options.smoke {
+        eprintln!(
+            "smoke run: tiny sizes, to see that each scenario runs; the figures mean nothing"
+        );
+    } else if !services::is_release() {
+        eprintln!(
+            "warning: a debug build of the bench (and of the services it starts) measures the \
+             compiler, not the code: run it with --release"
+        );
+    }
+    let mut failed = Vec::new();
+    for scenario in scenarios {
+        let started = std::time::Instant::now();
+        match scenario.run(&options).await {
+            Ok(()) => eprintln!(
+                "{}: done in {:.1} s",
+                scenario.name(),
+                started.elapsed().as_secs_f64()
+            ),
+            Err(error) => {
+                eprintln!("error: {}: {error:#}", scenario.name());
+                failed.push(scenario.name());
+            }
         }
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("failed: {}", failed.join(", "));
+        ExitCode::FAILURE
     }
 }
 
@@ -326,8 +394,36 @@ mod tests {
                 seconds: None,
                 rows: None,
                 chunk_size: None,
+                smoke: false,
             }
         );
+    }
+
+    #[test]
+    fn smoke_fills_in_tiny_sizes_but_keeps_given_ones() {
+        assert_eq!(
+            parse(&["all", "--smoke", "--rows", "50"]).unwrap(),
+            Command::RunAll(Options {
+                messages: Some(SMOKE_MESSAGES),
+                samples: SMOKE_SAMPLES,
+                max_in_flight: None,
+                seconds: Some(SMOKE_SECONDS),
+                rows: Some(50),
+                chunk_size: Some(SMOKE_CHUNK_SIZE),
+                smoke: true,
+            })
+        );
+        assert_eq!(
+            parse(&["kafka", "--samples", "7"]).unwrap(),
+            Command::Run(
+                Scenario::Kafka,
+                Options {
+                    samples: 7,
+                    ..Options::default()
+                }
+            )
+        );
+        assert!(parse(&["all", "kafka"]).is_err());
     }
 
     #[test]

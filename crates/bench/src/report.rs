@@ -1,6 +1,7 @@
 //! Result tables: the same rows as aligned plain text for the terminal and as a Markdown table
 //! to paste into docs. Any type that implements [`Row`] can be printed.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,9 +168,59 @@ pub fn ratio(value: f64, baseline: f64) -> String {
     }
 }
 
+/// The unit of a latency or success row, and how its values are written.
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Millis,
+    Percent,
+}
+
+impl Unit {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Millis => "ms",
+            Self::Percent => "%",
+        }
+    }
+
+    pub fn format(self, value: f64) -> String {
+        match self {
+            Self::Millis => format!("{value:.2}"),
+            Self::Percent => format!("{value:.1}"),
+        }
+    }
+}
+
+/// `part` of `total` in percent; 0 when there is nothing.
+pub fn percent(part: usize, total: usize) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / total as f64
+    }
+}
+
+/// What a batch of requests answered (`201`, `503`, `transport error`, …) and how often:
+/// `1 × 201, 2,000 × 503`.
+pub fn outcomes(outcomes: &BTreeMap<String, usize>) -> String {
+    outcomes
+        .iter()
+        .map(|(outcome, n)| format!("{} × {outcome}", count(*n as f64)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_are_listed_by_status() {
+        let listed = BTreeMap::from([("201".to_owned(), 1), ("503".to_owned(), 2_000)]);
+        assert_eq!(outcomes(&listed), "1 × 201, 2,000 × 503");
+        assert!((percent(1, 3) - 100.0 / 3.0).abs() < 1e-9);
+        assert!(percent(0, 0).abs() < f64::EPSILON);
+    }
 
     struct Sample(&'static str, f64);
 

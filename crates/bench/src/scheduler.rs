@@ -76,8 +76,7 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
     let step_seconds = seconds.min(STEP_SECONDS);
     let server = database::server_from_env();
     database::check_postgres(&server).await?;
-    let mut run_id = uuid::Uuid::new_v4().simple().to_string();
-    run_id.truncate(8);
+    let run_id = crate::services::run_id();
     let name = format!("bench_scheduler_{run_id}");
     eprintln!(
         "scheduler scenario: PostgreSQL {}, database {name}",

@@ -1,7 +1,11 @@
-//! The service processes a scenario starts from the release build, and stops however the run
-//! ends.
+//! The service processes a scenario starts from the build, and stops however the run ends.
 //!
-//! A scenario that needs `orders`, `catalog-cache` or `notifications` starts its own instances,
+//! The binaries come from the bench's own profile directory: `target/release/` when the bench
+//! runs as `cargo run --release` (measuring), `target/debug/` for a debug bench (`--smoke`,
+//! which only checks that every scenario still runs). The bench builds nothing itself.
+//!
+//! A scenario that needs `orders`, `catalog-cache`, `notifications` or `report-exporter` starts
+//! its own instances,
 //! on ports and databases of its own, so that it can measure in one run what it compares and
 //! freeze or reconfigure them without disturbing anything a developer runs with
 //! `scripts/up.sh`. A [`Services`] guard stops them (and resumes a frozen one first) whether the
@@ -15,7 +19,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use axum::Router;
 use reqwest::StatusCode;
+use tokio::task::JoinHandle;
 
 const READY_TIMEOUT: Duration = Duration::from_mins(1);
 const READY_POLL: Duration = Duration::from_millis(100);
@@ -30,36 +36,48 @@ pub enum Binary {
     CatalogCache,
     Orders,
     Notifications,
+    ReportExporter,
 }
 
 impl Binary {
-    /// The file in `target/release/`, which is also the Cargo package name.
+    /// The file in `target/<profile>/`, which is also the Cargo package name.
     pub fn file_name(self) -> &'static str {
         match self {
             Self::CatalogCache => "catalog-cache",
             Self::Orders => "orders",
             Self::Notifications => "notifications",
+            Self::ReportExporter => "report-exporter",
         }
     }
 }
 
-/// `target/`: the bench runs as `target/<profile>/asyncron-bench` (or from `deps/` in tests).
-pub fn target_dir() -> anyhow::Result<PathBuf> {
+/// `target/<profile>/`: the directory of the bench's own executable (`deps/`'s parent in tests).
+pub fn profile_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("Failed to find the bench's own executable")?;
     let mut dir = exe.parent().context("the executable has no directory")?;
     if dir.ends_with("deps") {
         dir = dir.parent().context("deps/ has no parent")?;
     }
-    Ok(dir
+    Ok(dir.to_path_buf())
+}
+
+/// `target/`, the parent of [`profile_dir`].
+pub fn target_dir() -> anyhow::Result<PathBuf> {
+    Ok(profile_dir()?
         .parent()
         .context("the executable is not in a Cargo target directory")?
         .to_path_buf())
 }
 
-/// `target/release/`, once it holds every binary in `needed`. The bench builds nothing: the
-/// error names the command that does.
-pub fn release_binaries(needed: &[Binary]) -> anyhow::Result<PathBuf> {
-    let binaries = target_dir()?.join("release");
+/// Whether the bench itself is a release build, and so starts the release binaries.
+pub fn is_release() -> bool {
+    !cfg!(debug_assertions)
+}
+
+/// The bench's profile directory ([`profile_dir`]), once it holds every binary in `needed`. The
+/// bench builds nothing: the error names the command that does.
+pub fn binaries(needed: &[Binary]) -> anyhow::Result<PathBuf> {
+    let binaries = profile_dir()?;
     let missing: Vec<&str> = needed
         .iter()
         .map(|binary| binary.file_name())
@@ -71,12 +89,44 @@ pub fn release_binaries(needed: &[Binary]) -> anyhow::Result<PathBuf> {
         .collect();
     anyhow::ensure!(
         missing.is_empty(),
-        "{} not found in {}: build the services first with `cargo build --release {}`",
+        "{} not found in {}: build the services first with `cargo build{} {}`",
         missing.join(" and "),
         binaries.display(),
+        if is_release() { " --release" } else { "" },
         packages.join(" ")
     );
     Ok(binaries)
+}
+
+/// A run's id: 8 random hex digits, in the names of everything the run creates.
+pub fn run_id() -> String {
+    let mut run_id = uuid::Uuid::new_v4().simple().to_string();
+    run_id.truncate(8);
+    run_id
+}
+
+/// A bearer token made up for one run (`ADMIN_TOKEN`, `EXPORTS_TOKEN`): 32 random hex digits.
+pub fn token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// What every service the bench starts gets: its address and database, the broker, JSON logs
+/// at `warn`, and an `ADMIN_TOKEN`. The services refuse to start with their admin routes on
+/// (the default, as deployed) and no token; the bench never calls those routes.
+pub fn service_env(
+    port: u16,
+    database_url: String,
+    bootstrap: &str,
+    admin_token: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("HTTP_ADDR", format!("127.0.0.1:{port}")),
+        ("DATABASE_URL", database_url),
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.to_owned()),
+        ("LOG_FORMAT", "json".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+        ("ADMIN_TOKEN", admin_token.to_owned()),
+    ]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +151,7 @@ impl Service {
 /// panics.
 #[derive(Debug)]
 pub struct Services {
-    /// Where the binaries are (`target/release/`).
+    /// Where the binaries are (`target/release/` or `target/debug/`).
     binaries: PathBuf,
     /// Where each service's log goes, as `<name>.log`.
     log_dir: PathBuf,
@@ -323,5 +373,123 @@ pub fn check_ports_free(ports: &[u16]) -> anyhow::Result<()> {
             list.join(", ")
         );
     }
+    Ok(())
+}
+
+/// An HTTP server in the bench process (a baseline, a stand-in provider) on a free port,
+/// stopped when dropped.
+#[derive(Debug)]
+pub struct Server {
+    pub url: String,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(router: Router, path: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await
+            .context("Failed to bind a port for the bench's own server")?;
+        let address = listener
+            .local_addr()
+            .context("Failed to read the bench server's address")?;
+        let task = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "a bench server stopped");
+            }
+        });
+        Ok(Self {
+            url: format!("http://{address}{path}"),
+            task,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The field of catalog-cache's answer to a PUT that the bench needs.
+#[derive(Debug, serde::Deserialize)]
+struct PutAnswer {
+    revision: i64,
+}
+
+/// Creates or changes a product at catalog-cache (`PUT /products/{product_id}`, EUR, in stock,
+/// active); its new revision.
+pub async fn put_product(
+    http: &reqwest::Client,
+    catalog_url: &str,
+    product_id: &str,
+    price_cents: usize,
+) -> anyhow::Result<i64> {
+    let response = http
+        .put(format!("{catalog_url}/products/{product_id}"))
+        .json(&serde_json::json!({
+            "sku": format!("SKU-{product_id}"),
+            "name": format!("Bench product {product_id}"),
+            "price_cents": price_cents,
+            "currency": "EUR",
+            "stock": 1_000_000,
+            "active": true,
+        }))
+        .send()
+        .await
+        .with_context(|| format!("PUT /products/{product_id} failed"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("PUT /products/{product_id} answered {status}: {body}");
+    }
+    let answer: PutAnswer = response
+        .json()
+        .await
+        .with_context(|| format!("PUT /products/{product_id}: unexpected answer"))?;
+    Ok(answer.revision)
+}
+
+/// Creates `product_ids` at catalog-cache (prices 100, 110, … cents) and waits, at most
+/// `timeout`, until orders' read model (`catalog_products` in `orders_db`) holds them all: orders
+/// first joins its consumer group and replays the topic.
+pub async fn seed_products(
+    http: &reqwest::Client,
+    catalog_url: &str,
+    product_ids: &[String],
+    orders_db: &sqlx::PgPool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let total = product_ids.len();
+    let progress = crate::progress::Progress::start("seed: create products", total);
+    let created = progress.counter();
+    for (i, product_id) in product_ids.iter().enumerate() {
+        put_product(http, catalog_url, product_id, 100 + 10 * i).await?;
+        created.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    progress.finish();
+
+    let progress = crate::progress::Progress::start("seed: orders' read model", total);
+    progress.waiting_for("orders joining its consumer group");
+    let projected = progress.counter();
+    let started = Instant::now();
+    loop {
+        let count: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM catalog_products WHERE product_id = ANY($1)")
+                .bind(product_ids)
+                .fetch_one(orders_db)
+                .await
+                .context("Failed to count the products in orders' read model")?;
+        let count = usize::try_from(count).unwrap_or(0);
+        projected.store(count, std::sync::atomic::Ordering::Relaxed);
+        if count == total {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "orders' read model holds {count} of {total} seeded products after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    progress.finish();
     Ok(())
 }

@@ -74,35 +74,31 @@ struct Setup {
     bootstrap: String,
     /// `DATABASE_URL`; its database name is replaced by each of the run's own.
     database_server: String,
-    /// `target/release/`, with the services' binaries.
+    /// `target/release/` (or `target/debug/`), with the services' binaries.
     binaries: PathBuf,
     log_dir: PathBuf,
     run_id: String,
+    /// The services' `ADMIN_TOKEN`, made up for the run.
+    admin_token: String,
     databases: Databases,
 }
 
 impl Setup {
     fn new() -> anyhow::Result<Self> {
-        let mut run_id = uuid::Uuid::new_v4().simple().to_string();
-        run_id.truncate(8);
-        let binaries = services::release_binaries(&[
-            Binary::CatalogCache,
-            Binary::Orders,
-            Binary::Notifications,
-        ])?;
+        let run_id = services::run_id();
+        let binaries =
+            services::binaries(&[Binary::CatalogCache, Binary::Orders, Binary::Notifications])?;
         let log_dir = services::target_dir()?
             .join("bench")
             .join(format!("task-queue-{run_id}"));
         Ok(Self {
-            bootstrap: std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-                .ok()
-                .filter(|servers| !servers.trim().is_empty())
-                .unwrap_or_else(|| kafka::DEFAULT_BOOTSTRAP.to_owned()),
+            bootstrap: kafka::bootstrap_from_env(),
             database_server: database::server_from_env(),
             binaries,
             log_dir,
             databases: Databases::new(&run_id),
             run_id,
+            admin_token: services::token(),
         })
     }
 

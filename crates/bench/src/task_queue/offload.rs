@@ -1,7 +1,7 @@
 //! Part 2: `POST /orders` with the order confirmation offloaded to a task queue against sending
 //! it inline, to a provider that takes 100 ms to answer.
 //!
-//! - **Offloaded**: the real `orders` service (release build, `CATALOG_LOOKUP=local`), which
+//! - **Offloaded**: the real `orders` service (the release build), which
 //!   stores the order, its `OrderPlaced` event and its `SendOrderConfirmation` task in one
 //!   transaction and answers; its outbox relay publishes the task to `notifications.tasks.v1`,
 //!   where the real `notifications` service (`NOTIFY_PROVIDER=webhook`) delivers it to the
@@ -17,7 +17,6 @@
 //! every confirmation was still delivered, and how long after the order was accepted.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,14 +29,13 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::Setup;
 use crate::database;
 use crate::progress::Progress;
-use crate::report::{self, Column, Row};
-use crate::services::{self, Binary, ServiceId, Services};
+use crate::report::{self, Column, Row, Unit};
+use crate::services::{self, Binary, Server, ServiceId, Services};
 use crate::stats::{self, LatencyHistogram, LatencySummary};
 
 const CATALOG_PORT: u16 = 18_091;
@@ -52,7 +50,8 @@ const PROVIDER_DELAY: Duration = Duration::from_millis(100);
 const PRODUCTS: usize = 50;
 /// Items per order.
 const ITEMS: usize = 3;
-/// Unmeasured orders per side before measuring: connections, caches, prepared statements.
+/// Unmeasured orders per side before measuring: connections, caches, prepared statements (at
+/// most `--samples`).
 const WARM_UP: usize = 50;
 /// The issue's goal: the offloaded p99 this many times lower than the inline one.
 const P99_GOAL: f64 = 10.0;
@@ -86,14 +85,16 @@ pub(super) async fn run(
     let (urls, ids) = start_services(setup, services, &http, &provider).await?;
     let bench = Bench::new(setup, http, urls, &provider).await?;
     bench.seed().await?;
+    // Fewer for a smoke run's few samples.
+    let warm_up_orders = WARM_UP.min(samples);
 
     // Offloaded first: its warm-up also waits until notifications is through whatever it
     // replays from the shared topic, so that the measurement does not include that work.
     let warm_up = bench
-        .place_orders("warm-up (offloaded)", &bench.orders, 0, WARM_UP)
+        .place_orders("warm-up (offloaded)", &bench.orders, 0, warm_up_orders)
         .await?;
     anyhow::ensure!(
-        warm_up.succeeded == WARM_UP,
+        warm_up.succeeded == warm_up_orders,
         "warm-up orders to orders answered {}",
         warm_up.outcomes()
     );
@@ -133,7 +134,12 @@ pub(super) async fn run(
         .await?;
 
     let inline_requests = bench
-        .place_orders("POST /orders (inline)", &inline.url, WARM_UP, samples)
+        .place_orders(
+            "POST /orders (inline)",
+            &inline.url,
+            warm_up_orders,
+            samples,
+        )
         .await?;
     let results = Results {
         offloaded,
@@ -187,19 +193,11 @@ struct Requests {
 
 impl Requests {
     fn success_percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.succeeded as f64 * 100.0 / self.total as f64
-        }
+        report::percent(self.succeeded, self.total)
     }
 
     fn outcomes(&self) -> String {
-        self.outcomes
-            .iter()
-            .map(|(outcome, n)| format!("{} × {outcome}", report::count(*n as f64)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        report::outcomes(&self.outcomes)
     }
 }
 
@@ -238,16 +236,12 @@ async fn start_services(
 ) -> anyhow::Result<(Urls, Ids)> {
     let databases = &setup.databases;
     let common = |port: u16, database: &str| -> anyhow::Result<Vec<(&'static str, String)>> {
-        Ok(vec![
-            ("HTTP_ADDR", format!("127.0.0.1:{port}")),
-            ("DATABASE_URL", setup.database_url(database)?),
-            ("KAFKA_BOOTSTRAP_SERVERS", setup.bootstrap.clone()),
-            ("LOG_FORMAT", "json".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
-            // No admin endpoints, so no `ADMIN_TOKEN` to make up (services without them
-            // ignore it).
-            ("ADMIN_ROUTES", "false".to_owned()),
-        ])
+        Ok(services::service_env(
+            port,
+            setup.database_url(database)?,
+            &setup.bootstrap,
+            &setup.admin_token,
+        ))
     };
     let catalog = services.spawn(
         Binary::CatalogCache,
@@ -256,13 +250,10 @@ async fn start_services(
         common(CATALOG_PORT, &databases.catalog)?,
     )?;
     let mut orders_env = common(ORDERS_PORT, &databases.orders)?;
-    orders_env.extend([
-        ("CATALOG_LOOKUP", "local".to_owned()),
-        (
-            "KAFKA_CONSUMER_GROUP_PREFIX",
-            format!("asyncron-bench-{}-orders", setup.run_id),
-        ),
-    ]);
+    orders_env.push((
+        "KAFKA_CONSUMER_GROUP_PREFIX",
+        format!("asyncron-bench-{}-orders", setup.run_id),
+    ));
     let orders = services.spawn(Binary::Orders, "orders", ORDERS_PORT, orders_env)?;
     let mut notifications_env = common(NOTIFICATIONS_PORT, &databases.notifications)?;
     notifications_env.extend([
@@ -295,38 +286,6 @@ async fn start_services(
         },
         Ids { notifications },
     ))
-}
-
-/// A server in the bench process, stopped when dropped.
-struct Server {
-    url: String,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(router: Router, path: &str) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .await
-            .context("Failed to bind a port for the bench's own server")?;
-        let address = listener
-            .local_addr()
-            .context("Failed to read the bench server's address")?;
-        let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, router).await {
-                tracing::error!(%error, "a bench server stopped");
-            }
-        });
-        Ok(Self {
-            url: format!("http://{address}{path}"),
-            task,
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// The notification provider: takes [`PROVIDER_DELAY`] to answer each call.
@@ -604,53 +563,14 @@ impl Bench {
 
     /// Creates the products at catalog-cache and waits until orders' read model has them.
     async fn seed(&self) -> anyhow::Result<()> {
-        let progress = Progress::start("seed: create products", PRODUCTS);
-        let created = progress.counter();
-        for (i, product_id) in self.product_ids.iter().enumerate() {
-            self.http
-                .put(format!("{}/products/{product_id}", self.catalog))
-                .json(&json!({
-                    "sku": format!("SKU-{product_id}"),
-                    "name": format!("Bench product {product_id}"),
-                    "price_cents": 100 + 10 * i,
-                    "currency": "EUR",
-                    "stock": 1_000_000,
-                    "active": true,
-                }))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .with_context(|| format!("PUT /products/{product_id} failed"))?;
-            created.fetch_add(1, Ordering::Relaxed);
-        }
-        progress.finish();
-
-        let progress = Progress::start("seed: orders' read model", PRODUCTS);
-        progress.waiting_for("orders joining its consumer group");
-        let projected = progress.counter();
-        let started = Instant::now();
-        loop {
-            let count: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM catalog_products WHERE product_id = ANY($1)",
-            )
-            .bind(&self.product_ids)
-            .fetch_one(&self.orders_db)
-            .await
-            .context("Failed to count the products in orders' read model")?;
-            let count = usize::try_from(count).unwrap_or(0);
-            projected.store(count, Ordering::Relaxed);
-            if count == PRODUCTS {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < SEED_TIMEOUT,
-                "orders' read model holds {count} of {PRODUCTS} seeded products after \
-                 {SEED_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        progress.finish();
-        Ok(())
+        services::seed_products(
+            &self.http,
+            &self.catalog,
+            &self.product_ids,
+            &self.orders_db,
+            SEED_TIMEOUT,
+        )
+        .await
     }
 
     /// `samples` orders of [`ITEMS`] items to `base_url`, one at a time, after `warm_up`
@@ -854,6 +774,7 @@ fn comparisons(results: &Results) -> Vec<Comparison> {
 }
 
 fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
+    let warm_up = WARM_UP.min(samples);
     let n = |count: usize| report::count(count as f64);
     let databases = &setup.databases;
     let inline = &results.inline.latency;
@@ -882,7 +803,7 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
             n(results.foreign_calls),
         ),
         format!(
-            "offloaded: the real orders service (:{ORDERS_PORT}, db {}, CATALOG_LOOKUP=local, \
+            "offloaded: the real orders service (:{ORDERS_PORT}, db {}, \
              {PRODUCTS} products seeded through catalog-cache :{CATALOG_PORT}): validation, \
              pricing from its read model, then the order, its items, its OrderPlaced event and \
              its SendOrderConfirmation task in one transaction (both through the outbox); it \
@@ -902,7 +823,7 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
         ),
         format!(
             "{} POST /orders per side and variant ({ITEMS} items), one at a time (concurrency 1) \
-             from one HTTP client; inline after {WARM_UP} unmeasured, offloaded after {WARM_UP} \
+             from one HTTP client; inline after {warm_up} unmeasured, offloaded after {warm_up} \
              unmeasured whose confirmations the bench waited for, and each offloaded batch once \
              the provider had been quiet for {} ms. Outcomes: offloaded {}; paused {}; inline {}",
             n(samples),
@@ -938,28 +859,6 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
         ),
         "ratio = offloaded / inline; `better` says which direction is an improvement".to_owned(),
     ]
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    Millis,
-    Percent,
-}
-
-impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Millis => "ms",
-            Self::Percent => "%",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::Millis => format!("{value:.2}"),
-            Self::Percent => format!("{value:.1}"),
-        }
-    }
 }
 
 /// One row: the offloaded side, and the inline side when it has the measurement.
