@@ -177,11 +177,12 @@ impl ServiceHost {
     }
 
     /// Runs `part` (a projection, a task worker, a job runner) from start to shutdown, setting
-    /// aside in `/admin/dead-letters` what it cannot handle (needs [`Pattern::DeadLetters`]).
+    /// aside in `/admin/dead-letters` what it cannot handle (needs [`Pattern::DeadLetters`]);
+    /// a task worker publishes its retries with the service's producer.
     /// Parts start in the order they are added, before HTTP serves; `what` names it in logs.
     pub fn run(&mut self, what: &'static str, part: impl Part) {
         self.expect(Pattern::DeadLetters);
-        let part = part.set_aside_in(&self.dead_letters);
+        let part = part.attach(&self.dead_letters, &self.producer);
         self.parts.push((what, PartBox(Box::new(part))));
     }
 

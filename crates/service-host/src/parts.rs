@@ -7,6 +7,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use integration_events::{Projector, ReadModel};
 use iterator::JobRunner;
+use kafka::Producer;
 use task_queue::Worker;
 use tokio_util::sync::CancellationToken;
 
@@ -17,10 +18,11 @@ pub type Running = BoxFuture<'static, anyhow::Result<()>>;
 /// after it stopped serving. Implemented for the pattern crates' consumers; a service does not
 /// implement it.
 pub trait Part: Send + 'static {
-    /// Sets aside, in `store`, the messages the part cannot handle (undecodable, unknown,
-    /// failing for good) instead of stopping on them.
+    /// Gives the part the service's shared pieces: `store`, where it sets aside the messages it
+    /// cannot handle (undecodable, unknown, failing for good) instead of stopping on them, and
+    /// the service's one `producer`, for a part that publishes.
     #[must_use]
-    fn set_aside_in(self, store: &DeadLetterStore) -> Self
+    fn attach(self, store: &DeadLetterStore, producer: &Producer) -> Self
     where
         Self: Sized;
 
@@ -33,7 +35,7 @@ pub trait Part: Send + 'static {
 }
 
 impl<R: ReadModel> Part for Projector<R> {
-    fn set_aside_in(self, store: &DeadLetterStore) -> Self {
+    fn attach(self, store: &DeadLetterStore, _producer: &Producer) -> Self {
         self.dead_letters(store)
     }
 
@@ -50,8 +52,8 @@ impl<R: ReadModel> Part for Projector<R> {
 }
 
 impl Part for Worker {
-    fn set_aside_in(self, store: &DeadLetterStore) -> Self {
-        self.dead_letters(store)
+    fn attach(self, store: &DeadLetterStore, producer: &Producer) -> Self {
+        self.dead_letters(store).producer(producer)
     }
 
     fn start(
@@ -67,7 +69,7 @@ impl Part for Worker {
 }
 
 impl Part for JobRunner {
-    fn set_aside_in(self, store: &DeadLetterStore) -> Self {
+    fn attach(self, store: &DeadLetterStore, _producer: &Producer) -> Self {
         self.dead_letters(store)
     }
 

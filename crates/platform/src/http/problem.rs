@@ -1,7 +1,7 @@
 //! RFC 9457 problem details: the one error body every asyncron endpoint returns.
 
 use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
@@ -22,7 +22,13 @@ pub struct Problem {
     detail: Option<String>,
     type_uri: Option<String>,
     extensions: Map<String, Value>,
+    /// `Retry-After`, in seconds, for a 503.
+    retry_after_secs: Option<u64>,
 }
+
+/// What a 503 for an unavailable database asks the client to wait before retrying: about the
+/// pool's acquire timeout, so a retry does not queue behind the requests still waiting.
+const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 impl Problem {
     /// A problem whose title is the status code's canonical reason ("Not Found").
@@ -36,6 +42,7 @@ impl Problem {
             detail: None,
             type_uri: None,
             extensions: Map::new(),
+            retry_after_secs: None,
         }
     }
 
@@ -64,7 +71,22 @@ impl Problem {
 
     /// 500 for an unexpected failure. The error chain is logged here, in the request's span, and
     /// stays out of the response: it can name tables, hosts or queries.
+    ///
+    /// A database that cannot be reached or serve a connection for now (see
+    /// [`crate::db::classify`]) is not the server failing to handle the request but a
+    /// dependency away: 503 with `Retry-After`, which clients and load balancers retry.
     pub fn internal(err: &anyhow::Error) -> Self {
+        if crate::db::classify(err) == crate::db::ErrorClass::Unavailable {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "request failed: the database is unavailable"
+            );
+            let mut problem = Self::new(StatusCode::SERVICE_UNAVAILABLE).with_detail(
+                "The service's database is unavailable for now; retry after the Retry-After seconds.",
+            );
+            problem.retry_after_secs = Some(DATABASE_RETRY_AFTER_SECS);
+            return problem;
+        }
         tracing::error!(error = format!("{err:#}"), "request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail(
             "The server failed to handle the request; \
@@ -147,13 +169,18 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status;
-        (
+        let retry_after = self.retry_after_secs;
+        let mut response = (
             status,
             // Replaces the `application/json` that `Json` sets.
             [(CONTENT_TYPE, "application/problem+json")],
             axum::Json(self.into_body()),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 
@@ -170,6 +197,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_unavailable_database_is_a_503_with_retry_after_not_a_500() {
+        let error = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("Failed to list things");
+        let response = Problem::internal(&error).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "5");
+
+        let bug = anyhow::anyhow!("a bug");
+        assert_eq!(
+            Problem::internal(&bug).into_response().status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
 
     #[test]
     fn the_body_has_the_standard_members_and_extensions() {

@@ -69,6 +69,8 @@ pub struct Worker {
     retry: RetryLevels,
     tasks: HashMap<&'static str, Registration>,
     dead_letters: Option<DeadLetterStore>,
+    /// The service's producer, when it gave one ([`Worker::producer`]).
+    producer: Option<Producer>,
     /// Registration errors, reported by `start` because the builder methods cannot fail.
     problems: Vec<String>,
 }
@@ -101,6 +103,7 @@ impl Worker {
             retry: RetryLevels::default(),
             tasks: HashMap::new(),
             dead_letters: None,
+            producer: None,
             problems: Vec::new(),
         }
     }
@@ -112,6 +115,14 @@ impl Worker {
     /// Consumer names there: `<group_id>`, `<group_id>.retry.<n>`, `<group_id>.dlq`.
     pub fn dead_letters(mut self, store: &DeadLetterStore) -> Self {
         self.dead_letters = Some(store.clone());
+        self
+    }
+
+    /// Publishes retries and dead letters with the service's `producer` (one per service, as
+    /// the producer's docs advise: each has its own connections, buffers and I/O thread)
+    /// rather than a producer of the worker's own, which it makes otherwise.
+    pub fn producer(mut self, producer: &Producer) -> Self {
+        self.producer = Some(producer.clone());
         self
     }
 
@@ -170,7 +181,10 @@ impl Worker {
             tasks.insert(name, TaskType { task, batcher });
         }
 
-        let producer = Producer::new(&self.kafka)?;
+        let producer = match self.producer {
+            Some(producer) => producer,
+            None => Producer::new(&self.kafka)?,
+        };
         let mut topics = queue_topics(&self.topic, &self.retry);
         // The producer remembers the topics and provisions them again should the broker lose
         // them; each consumer does the same for the topic it reads.
