@@ -76,9 +76,11 @@ run_step nextest cargo nextest run --workspace --no-fail-fast --profile "$NEXTES
 run_step doctest cargo test --workspace --doc
 # A broken intra-doc link is a drifted doc: rustdoc warnings fail the run.
 run_step doc env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
+# The service template: two generated services build, pass their tests and come up (~4 min).
+run_step new-service scripts/test-new-service.sh
 
 if ((${#failed[@]})); then
   log "FAILED: ${failed[*]}"
   exit 1
 fi
-log "all steps passed (fmt, clippy, nextest, doctest, doc)"
+log "all steps passed (fmt, clippy, nextest, doctest, doc, new-service)"
