@@ -9,8 +9,9 @@
 # README with a code map, and tests. Registers the service in scripts/up.sh (PORTS, ALL_SERVICES),
 # docker-compose.yml, docker/postgres/init.sql and .env.example, then prints what to edit next.
 #
-# Refuses (exit 2): a name not matching ^[a-z][a-z0-9-]*$, an existing service, a port that is not
-# a number in 1024-65535 or that another service in scripts/up.sh uses.
+# Refuses (exit 2): a name not matching ^[a-z][a-z0-9-]*$, an existing service, the name of a
+# workspace dependency, a port that is not a number in 1024-65535 or that another service in
+# scripts/up.sh uses.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,10 @@ port=$2
 [[ $name != *- && $name != *--* ]] || refuse "invalid name '$name': no trailing or doubled '-'"
 ((${#name} <= 40)) || refuse "invalid name '$name': at most 40 characters"
 [[ ! -e $ROOT/services/$name ]] || refuse "services/$name already exists"
+# A crate named like one of its dependencies (kafka, platform, outbox, ...) would shadow it.
+if sed -n '/^\[workspace.dependencies\]/,/^\[/p' "$ROOT/Cargo.toml" | grep -qE "^(${name}|${name//-/_}) *="; then
+  refuse "'$name' is the name of a workspace dependency: choose another"
+fi
 [[ $port =~ ^[0-9]+$ ]] && ((port >= 1024 && port <= 65535)) ||
   refuse "invalid port '$port': a number from 1024 to 65535"
 

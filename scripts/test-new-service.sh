@@ -66,6 +66,7 @@ expect_refusal() {
 expect_refusal demo-one 8093   # exists
 expect_refusal Demo 8093       # bad name
 expect_refusal 1demo 8093      # bad name
+expect_refusal kafka 8093      # a dependency's name
 expect_refusal demo-three 8082 # orders' port
 expect_refusal demo-three 8091 # demo-one's port
 expect_refusal demo-three      # no port
