@@ -7,7 +7,7 @@
 # In a copy of the working tree (tracked and untracked files, uncommitted changes included; not
 # target/) under <target>/new-service-test/repo - a fixed path, so later runs reuse its build:
 # 1. scripts/new-service.sh demo-one 8091 and demo-two 8092, and its refusals (exit 2);
-# 2. cargo build, clippy -D warnings and nextest of demo-one and demo-two, with CARGO_TARGET_DIR
+# 2. cargo fmt --check, build, clippy -D warnings, nextest and doc of demo-one and demo-two, with CARGO_TARGET_DIR
 #    the repository's, so the dependencies compiled already are reused; the compose/workspace
 #    consistency test (test-support's stack_files);
 # 3. UP_PROFILE=dev scripts/up.sh demo-one, until http://127.0.0.1:8091/health/ready answers 200,
@@ -78,6 +78,8 @@ bounded cargo fmt "${packages[@]}" -- --check
 bounded cargo build "${packages[@]}"
 bounded cargo clippy "${packages[@]}" --all-targets -- -D warnings
 bounded cargo nextest run "${packages[@]}" --profile "${NEXTEST_PROFILE:-ci}"
+# The README is the crate's doc: no rustdoc warnings (one of the two suffices).
+RUSTDOCFLAGS="-D warnings" bounded cargo doc --no-deps -p demo-one
 # docker-compose.yml and init.sql have a consistent block for each generated service.
 bounded cargo nextest run -p asyncron-test-support --test stack_files --profile "${NEXTEST_PROFILE:-ci}"
 

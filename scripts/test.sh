@@ -10,6 +10,10 @@
 # - PostgreSQL: DATABASE_URL if set (it selects the server; tests create their own databases),
 #   else the local server on 127.0.0.1:5432, started if it is installed but down.
 #
+# The last step, new-service (scripts/test-new-service.sh), generates two services from the service
+# template in a copy of the tree and builds, tests and starts them (about 1.5 min once the workspace
+# is built; about 4 min the first time).
+#
 # Steps run one after the other and all of them run even if an earlier one fails (so one CI run
 # shows every problem); the script exits 1 if any failed. The nextest profile is NEXTEST_PROFILE
 # (default "default"; "ci" when CI=true) - see .config/nextest.toml.
