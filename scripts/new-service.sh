@@ -66,6 +66,11 @@ mkdir -p "$target"
   substitute "$TEMPLATE/$file" >"$out"
 done
 
+# The template is formatted for one name length; wrap the lines for this one.
+if command -v cargo >/dev/null; then
+  (cd "$ROOT" && cargo fmt -p "$name")
+fi
+
 # --- registrations --------------------------------------------------------------------------------
 # scripts/up.sh: the name → port map and the default list.
 sed -i -E -e "s/^(declare -A PORTS=\(.*)\)$/\1 [$name]=$port)/" \

@@ -7,9 +7,9 @@
 # In a copy of the working tree (tracked and untracked files, uncommitted changes included; not
 # target/) under <target>/new-service-test/repo - a fixed path, so later runs reuse its build:
 # 1. scripts/new-service.sh demo-one 8091 and demo-two 8092, and its refusals (exit 2);
-# 2. cargo fmt --check, build, clippy -D warnings, nextest and doc of demo-one and demo-two, with CARGO_TARGET_DIR
-#    the repository's, so the dependencies compiled already are reused; the compose/workspace
-#    consistency test (test-support's stack_files);
+# 2. cargo fmt --check, build, clippy -D warnings, nextest and doc of demo-one and demo-two, with
+#    CARGO_TARGET_DIR the repository's, so the dependencies compiled already are reused; the
+#    compose/workspace consistency test (test-support's stack_files);
 # 3. UP_PROFILE=dev scripts/up.sh demo-one, until http://127.0.0.1:8091/health/ready answers 200,
 #    then SIGTERM to up.sh.
 # Each step is bounded (NEW_SERVICE_STEP_TIMEOUT seconds, default 600). Needs the broker and
