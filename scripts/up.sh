@@ -5,7 +5,9 @@
 #
 # 1. Checks dependencies like scripts/test.sh: the local broker is started when
 #    KAFKA_BOOTSTRAP_SERVERS is unset (and stopped again at the end), PostgreSQL must answer.
-# 2. Builds the services (cargo build --release) and starts them from target/release.
+# 2. Builds the services (cargo build --release) and starts them from target/release; with
+#    UP_PROFILE=dev, a debug build (cargo build) from target/debug instead: quicker to build once
+#    the tests have built the workspace, slower to run (scripts/test-new-service.sh uses it).
 # 3. Waits until every GET /health/ready answers 200 (UP_READY_TIMEOUT, default 60 s); if one does
 #    not, prints its last log lines, stops everything and exits 1.
 # 4. Streams all logs, prefixed with the service name, and keeps a copy in target/up/<service>.log.
@@ -191,9 +193,21 @@ build_args=()
 for name in "${services[@]}"; do
   build_args+=(-p "$name")
 done
-log "building ${services[*]} (release) ..."
-cargo build --release "${build_args[@]}"
-BIN_DIR="${CARGO_TARGET_DIR:-$ASYNCRON_ROOT/target}/release"
+# UP_PROFILE=dev: a debug build, which reuses what the tests compiled (a cold release build of
+# every service takes long on a small machine); release otherwise.
+case "${UP_PROFILE:-release}" in
+  release)
+    log "building ${services[*]} (release) ..."
+    cargo build --release "${build_args[@]}"
+    BIN_DIR="${CARGO_TARGET_DIR:-$ASYNCRON_ROOT/target}/release"
+    ;;
+  dev)
+    log "building ${services[*]} (dev: debug build) ..."
+    cargo build "${build_args[@]}"
+    BIN_DIR="${CARGO_TARGET_DIR:-$ASYNCRON_ROOT/target}/debug"
+    ;;
+  *) die "UP_PROFILE must be release or dev, got '$UP_PROFILE'" ;;
+esac
 
 # A service left over from an up.sh that was killed with SIGKILL, or anything else on our ports,
 # would make the new service fail to bind (and then restart forever): refuse to start instead.
