@@ -34,7 +34,7 @@ pub fn on_signal(token: CancellationToken) {
 ///
 /// Each piece runs in a task of its own through `until_stopped`: if one ends before shutdown,
 /// it failed, and `on_failure` is cancelled so that the whole service stops and reports it.
-/// [`Background::join`] waits for all of them after the caller told them to stop.
+/// [`Background::join_by`] waits for all of them, up to a deadline, after the caller told them to stop.
 #[derive(Debug)]
 pub struct Background {
     on_failure: CancellationToken,

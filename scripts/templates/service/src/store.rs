@@ -31,12 +31,27 @@ struct Current {
 
 /// Creates or updates the item, and records its event, in one transaction.
 pub async fn put(pool: &PgPool, command: &PutItem) -> anyhow::Result<Put> {
+    // A first PUT of a new id that loses the race to a concurrent one tries again; the second
+    // try finds the row and takes its turn behind the winner, so two tries always suffice.
+    for _ in 0..2 {
+        if let Some(put) = try_put(pool, command).await? {
+            return Ok(put);
+        }
+    }
+    anyhow::bail!(
+        "Failed to store item {}: it kept changing",
+        command.item_id.as_str()
+    )
+}
+
+/// One try of [`put`]; `None` when a concurrent first PUT of the same id inserted it first.
+async fn try_put(pool: &PgPool, command: &PutItem) -> anyhow::Result<Option<Put>> {
     let mut tx = pool
         .begin()
         .await
         .context("Failed to begin a transaction")?;
     // The current row, deleted or not, locked until the commit so that writers of one item take
-    // turns. (Two first PUTs of a new id can both find nothing: the second then updates.)
+    // turns.
     let current: Option<Current> = sqlx::query_as(
         "SELECT item_id, name, quantity, revision, updated_at, deleted
          FROM items WHERE item_id = $1 FOR UPDATE",
@@ -45,56 +60,77 @@ pub async fn put(pool: &PgPool, command: &PutItem) -> anyhow::Result<Put> {
     .fetch_optional(&mut *tx)
     .await
     .context("Failed to lock the item")?;
-    if let Some(Current {
-        item,
-        deleted: false,
-    }) = &current
-        && item.fields == command.fields
-    {
-        return Ok(Put::Unchanged(item.clone()));
-    }
 
-    let item: Item = sqlx::query_as(
-        "INSERT INTO items (item_id, name, quantity, revision) VALUES ($1, $2, $3, 1)
-         ON CONFLICT (item_id) DO UPDATE
-         SET name = $2, quantity = $3, deleted = false, revision = items.revision + 1,
-             updated_at = now()
-         RETURNING item_id, name, quantity, revision, updated_at",
-    )
-    .bind(command.item_id.as_str())
-    .bind(&command.fields.name)
-    .bind(command.fields.quantity)
-    .fetch_one(&mut *tx)
-    .await
-    .context("Failed to store the item")?;
-
-    // An item deleted before is created again, continuing its revisions.
-    let live = current.filter(|current| !current.deleted);
-    let put = if let Some(Current { item: before, .. }) = live {
-        let modified = before.fields.modified_fields(&item.fields);
-        let event = EventEnvelope::updated(
-            ITEMS.entity_type,
-            &item.item_id,
-            item.revision,
-            SERVICE_NAME,
-            ItemEntity::from(&item),
-            modified,
-        );
-        ITEMS.record(&mut tx, &event, ITEM_UPDATED).await?;
-        Put::Updated(item)
-    } else {
-        let event = EventEnvelope::created(
-            ITEMS.entity_type,
-            &item.item_id,
-            item.revision,
-            SERVICE_NAME,
-            ItemEntity::from(&item),
-        );
-        ITEMS.record(&mut tx, &event, ITEM_CREATED).await?;
-        Put::Created(item)
+    let put = match current {
+        Some(Current {
+            item,
+            deleted: false,
+        }) if item.fields == command.fields => return Ok(Some(Put::Unchanged(item))),
+        // Nothing to lock: insert, unless a concurrent first PUT committed the row meanwhile.
+        None => {
+            let inserted: Option<Item> = sqlx::query_as(
+                "INSERT INTO items (item_id, name, quantity, revision) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (item_id) DO NOTHING
+                 RETURNING item_id, name, quantity, revision, updated_at",
+            )
+            .bind(command.item_id.as_str())
+            .bind(&command.fields.name)
+            .bind(command.fields.quantity)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("Failed to insert the item")?;
+            let Some(item) = inserted else {
+                return Ok(None);
+            };
+            record_created(&mut tx, &item).await?;
+            Put::Created(item)
+        }
+        Some(Current { item: before, deleted }) => {
+            let item: Item = sqlx::query_as(
+                "UPDATE items
+                 SET name = $2, quantity = $3, deleted = false, revision = revision + 1,
+                     updated_at = now()
+                 WHERE item_id = $1
+                 RETURNING item_id, name, quantity, revision, updated_at",
+            )
+            .bind(command.item_id.as_str())
+            .bind(&command.fields.name)
+            .bind(command.fields.quantity)
+            .fetch_one(&mut *tx)
+            .await
+            .context("Failed to update the item")?;
+            if deleted {
+                // An item deleted before is created again, continuing its revisions.
+                record_created(&mut tx, &item).await?;
+                Put::Created(item)
+            } else {
+                let modified = before.fields.modified_fields(&item.fields);
+                let event = EventEnvelope::updated(
+                    ITEMS.entity_type,
+                    &item.item_id,
+                    item.revision,
+                    SERVICE_NAME,
+                    ItemEntity::from(&item),
+                    modified,
+                );
+                ITEMS.record(&mut tx, &event, ITEM_UPDATED).await?;
+                Put::Updated(item)
+            }
+        }
     };
     tx.commit().await.context("Failed to commit the item")?;
-    Ok(put)
+    Ok(Some(put))
+}
+
+async fn record_created(tx: &mut PgConnection, item: &Item) -> anyhow::Result<()> {
+    let event = EventEnvelope::created(
+        ITEMS.entity_type,
+        &item.item_id,
+        item.revision,
+        SERVICE_NAME,
+        ItemEntity::from(item),
+    );
+    ITEMS.record(tx, &event, ITEM_CREATED).await
 }
 
 pub async fn get(pool: &PgPool, item_id: &str) -> anyhow::Result<Option<Item>> {

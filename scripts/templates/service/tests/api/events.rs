@@ -21,3 +21,22 @@ async fn every_change_of_an_item_is_published_in_order() {
     events.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn two_first_puts_at_once_make_one_creation_and_one_update() {
+    let app = spawn_app().await;
+    let events = ItemEvents::start().await;
+    let id = test_support::unique_name("mug");
+
+    // Different fields, so that whichever comes second is an update, not a no-op.
+    let (one, two) = (item("Mug", 1), item("Mug", 2));
+    let (first, second) = tokio::join!(app.put_item(&id, &one), app.put_item(&id, &two));
+    let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 201]);
+
+    let types = events.wait_for(&id, 2).await;
+    assert_eq!(types, ["ItemCreated", "ItemUpdated"]);
+    events.stop().await;
+    app.stop().await;
+}
