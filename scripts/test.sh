@@ -54,7 +54,7 @@ trap 'exit 143' TERM
 use_local_broker_if_needed
 ensure_postgres
 # A full disk fails the build with errors that look like anything else; say up front how much room
-# there is (a run needs about 15 GB for target/).
+# there is (a whole run needs about 8 GB for target/).
 log "free disk space for target/: $(df -h --output=avail . | tail -n 1 | tr -d ' ')"
 
 # --- steps ----------------------------------------------------------------------------------------
