@@ -335,7 +335,7 @@ pub(super) fn step_notes(results: &Results) -> Vec<String> {
             .to_owned(),
         format!(
             "1 chunk read alone: the export's keyset query (CHUNK_SQL in crates/bench/src/\
-             iterator.rs), {PROBE_RUNS} times from the middle of the range, fetched into Rust \
+             iterator/mod.rs), {PROBE_RUNS} times from the middle of the range, fetched into Rust \
              rows by the bench, median ({}). Kafka hop per step × steps ÷ shards = Σ (published \
              → next step tx − 1 chunk read) per shard: the time the chain spends between steps \
              rather than reading and writing rows.",
