@@ -26,7 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Options;
 use crate::progress::Progress;
-use crate::report::{self, Column, Row};
+use crate::report::{
+    self,
+    Better::{Higher, Lower},
+    Sides, Unit,
+};
 use crate::stats::{self, LatencyHistogram, LatencySummary};
 
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
@@ -164,34 +168,50 @@ fn comparisons(
 ) -> Vec<Comparison> {
     let rate = |elapsed: Duration| stats::per_second(messages, elapsed);
     let millis = |duration: Duration| duration.as_secs_f64() * 1_000.0;
+    let row = |better, measurement: &str, unit, values: Measured<f64>| {
+        Comparison::new(
+            measurement,
+            unit,
+            better,
+            [values.asyncron],
+            Some(values.raw),
+        )
+    };
+    let per_second = Unit::PerSecond("msg/s");
     vec![
-        Comparison::higher("produce", Unit::PerSecond, produced.map(|d| rate(*d))),
-        Comparison::higher(
+        row(Higher, "produce", per_second, produced.map(|d| rate(*d))),
+        row(
+            Higher,
             "consume, first to last message",
-            Unit::PerSecond,
+            per_second,
             consumed.map(|c| rate(c.first_to_last)),
         ),
-        Comparison::higher(
+        row(
+            Higher,
             "consume, incl. group join",
-            Unit::PerSecond,
+            per_second,
             consumed.map(|c| rate(c.total)),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "consume, start to first message",
             Unit::Seconds,
             consumed.map(|c| c.join.as_secs_f64()),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "end-to-end latency p50",
             Unit::Millis,
             latency.map(|l| millis(l.p50)),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "end-to-end latency p99",
             Unit::Millis,
             latency.map(|l| millis(l.p99)),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "end-to-end latency max",
             Unit::Millis,
             latency.map(|l| millis(l.max)),
@@ -751,85 +771,17 @@ impl Workload {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    PerSecond,
-    Millis,
-    Seconds,
-}
-
-impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::PerSecond => "msg/s",
-            Self::Millis => "ms",
-            Self::Seconds => "s",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::PerSecond => report::count(value),
-            Self::Millis | Self::Seconds => format!("{value:.2}"),
-        }
-    }
-}
-
-/// One row of the result table: the same measurement for both sides.
+/// asyncron's side against raw rdkafka.
 #[derive(Debug)]
-struct Comparison {
-    measurement: &'static str,
-    unit: Unit,
-    values: Measured<f64>,
-    higher_is_better: bool,
+struct VsRdkafka;
+
+impl Sides for VsRdkafka {
+    const OURS: &'static [&'static str] = &["asyncron"];
+    const BASELINE: &'static str = "rdkafka";
+    const RATIOS: &'static [&'static str] = &["ratio"];
 }
 
-impl Comparison {
-    fn higher(measurement: &'static str, unit: Unit, values: Measured<f64>) -> Self {
-        Self {
-            measurement,
-            unit,
-            values,
-            higher_is_better: true,
-        }
-    }
-
-    fn lower(measurement: &'static str, unit: Unit, values: Measured<f64>) -> Self {
-        Self {
-            measurement,
-            unit,
-            values,
-            higher_is_better: false,
-        }
-    }
-}
-
-impl Row for Comparison {
-    const COLUMNS: &'static [Column] = &[
-        Column::left("measurement"),
-        Column::left("unit"),
-        Column::right("asyncron"),
-        Column::right("rdkafka"),
-        Column::right("ratio"),
-        Column::left("better"),
-    ];
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.measurement.to_owned(),
-            self.unit.label().to_owned(),
-            self.unit.format(self.values.asyncron),
-            self.unit.format(self.values.raw),
-            report::ratio(self.values.asyncron, self.values.raw),
-            if self.higher_is_better {
-                "higher"
-            } else {
-                "lower"
-            }
-            .to_owned(),
-        ]
-    }
-}
+type Comparison = report::Comparison<VsRdkafka>;
 
 #[cfg(test)]
 mod tests {
@@ -882,22 +834,6 @@ mod tests {
         assert_eq!(sink.count.load(Ordering::Relaxed), 2);
         assert!(sink.first.get().is_some() && sink.last.get().is_some());
         assert_eq!(lock(&sink.latencies).summary().samples, 2);
-    }
-
-    #[test]
-    fn comparison_rows_have_a_ratio() {
-        let row = Comparison::higher(
-            "produce",
-            Unit::PerSecond,
-            Measured {
-                asyncron: 150_000.0,
-                raw: 200_000.0,
-            },
-        );
-        assert_eq!(
-            row.cells(),
-            ["produce", "msg/s", "150,000", "200,000", "0.75", "higher"]
-        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod database;
 mod integration_events;
 mod iterator;
 mod kafka;
+mod order_client;
 mod progress;
 mod report;
 mod scheduler;

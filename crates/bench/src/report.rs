@@ -1,8 +1,10 @@
 //! Result tables: the same rows as aligned plain text for the terminal and as a Markdown table
-//! to paste into docs. Any type that implements [`Row`] can be printed.
+//! to paste into docs. Any type that implements [`Row`] can be printed; [`Comparison`] is the row
+//! every scenario that measures asyncron against a baseline uses.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::marker::PhantomData;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -35,21 +37,17 @@ impl Column {
 /// One line of a result table.
 pub trait Row {
     /// The table's columns, the same for every row of the type.
-    const COLUMNS: &'static [Column];
+    fn columns() -> Vec<Column>;
 
     /// One formatted cell per column.
     fn cells(&self) -> Vec<String>;
 }
 
-fn cells_of<R: Row>(rows: &[R]) -> Vec<Vec<String>> {
+fn cells_of<R: Row>(rows: &[R], columns: usize) -> Vec<Vec<String>> {
     rows.iter()
         .map(|row| {
             let cells = row.cells();
-            assert_eq!(
-                cells.len(),
-                R::COLUMNS.len(),
-                "a row must have one cell per column"
-            );
+            assert_eq!(cells.len(), columns, "a row must have one cell per column");
             cells
         })
         .collect()
@@ -69,8 +67,9 @@ fn pad(text: &str, width_to: usize, align: Align) -> String {
 
 /// Aligned plain text: a header line, a rule, one line per row.
 pub fn text<R: Row>(rows: &[R]) -> String {
-    let cells = cells_of(rows);
-    let widths: Vec<usize> = R::COLUMNS
+    let columns = R::columns();
+    let cells = cells_of(rows, columns.len());
+    let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, column)| {
@@ -85,7 +84,7 @@ pub fn text<R: Row>(rows: &[R]) -> String {
     let line = |texts: Vec<String>| -> String {
         let padded: Vec<String> = texts
             .iter()
-            .zip(R::COLUMNS)
+            .zip(&columns)
             .zip(&widths)
             .map(|((text, column), &w)| pad(text, w, column.align))
             .collect();
@@ -95,7 +94,7 @@ pub fn text<R: Row>(rows: &[R]) -> String {
     let _ = writeln!(
         out,
         "{}",
-        line(R::COLUMNS.iter().map(|c| c.header.to_owned()).collect())
+        line(columns.iter().map(|c| c.header.to_owned()).collect())
     );
     let _ = writeln!(
         out,
@@ -111,10 +110,11 @@ pub fn text<R: Row>(rows: &[R]) -> String {
 /// A GitHub-flavoured Markdown table, numbers right-aligned.
 pub fn markdown<R: Row>(rows: &[R]) -> String {
     let escape = |cell: &str| cell.replace('|', "\\|");
+    let columns = R::columns();
     let mut out = String::new();
-    let headers: Vec<String> = R::COLUMNS.iter().map(|c| escape(c.header)).collect();
+    let headers: Vec<String> = columns.iter().map(|c| escape(c.header)).collect();
     let _ = writeln!(out, "| {} |", headers.join(" | "));
-    let rules: Vec<&str> = R::COLUMNS
+    let rules: Vec<&str> = columns
         .iter()
         .map(|c| match c.align {
             Align::Left => "---",
@@ -122,7 +122,7 @@ pub fn markdown<R: Row>(rows: &[R]) -> String {
         })
         .collect();
     let _ = writeln!(out, "|{}|", rules.join("|"));
-    for row in cells_of(rows) {
+    for row in cells_of(rows, columns.len()) {
         let row: Vec<String> = row.iter().map(|cell| escape(cell)).collect();
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
@@ -168,26 +168,132 @@ pub fn ratio(value: f64, baseline: f64) -> String {
     }
 }
 
-/// The unit of a latency or success row, and how its values are written.
+/// What a measurement is counted in, and how its values are written.
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
     Millis,
+    Seconds,
     Percent,
+    /// A rate; the label names what is counted (`msg/s`, `tasks/s`).
+    PerSecond(&'static str),
 }
 
 impl Unit {
     pub fn label(self) -> &'static str {
         match self {
             Self::Millis => "ms",
+            Self::Seconds => "s",
             Self::Percent => "%",
+            Self::PerSecond(label) => label,
         }
     }
 
     pub fn format(self, value: f64) -> String {
         match self {
-            Self::Millis => format!("{value:.2}"),
+            Self::Millis | Self::Seconds => format!("{value:.2}"),
             Self::Percent => format!("{value:.1}"),
+            Self::PerSecond(_) => count(value),
         }
+    }
+}
+
+/// The columns of one scenario's comparison table: asyncron's side or sides, then the baseline.
+pub trait Sides {
+    /// The headers of asyncron's values, one column each.
+    const OURS: &'static [&'static str];
+    /// The header of the baseline's value.
+    const BASELINE: &'static str;
+    /// The headers of the ratios, one per entry of [`Sides::OURS`]: ours / baseline.
+    const RATIOS: &'static [&'static str];
+}
+
+/// Which direction of a measurement is an improvement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// One row of a comparison table: a measurement, asyncron's value(s), the baseline's value when
+/// it has the measurement (`-` and no ratio when not), the ratios, and which direction is better.
+#[derive(Debug)]
+pub struct Comparison<S> {
+    measurement: String,
+    unit: Unit,
+    ours: Vec<f64>,
+    baseline: Option<f64>,
+    better: Better,
+    sides: PhantomData<S>,
+}
+
+impl<S: Sides> Comparison<S> {
+    /// `ours` holds one value per entry of [`Sides::OURS`].
+    pub fn new(
+        measurement: impl Into<String>,
+        unit: Unit,
+        better: Better,
+        ours: impl Into<Vec<f64>>,
+        baseline: Option<f64>,
+    ) -> Self {
+        let ours = ours.into();
+        assert_eq!(ours.len(), S::OURS.len(), "one value per side of ours");
+        Self {
+            measurement: measurement.into(),
+            unit,
+            ours,
+            baseline,
+            better,
+            sides: PhantomData,
+        }
+    }
+
+    pub fn higher(
+        measurement: impl Into<String>,
+        unit: Unit,
+        ours: impl Into<Vec<f64>>,
+        baseline: Option<f64>,
+    ) -> Self {
+        Self::new(measurement, unit, Better::Higher, ours, baseline)
+    }
+
+    pub fn lower(
+        measurement: impl Into<String>,
+        unit: Unit,
+        ours: impl Into<Vec<f64>>,
+        baseline: Option<f64>,
+    ) -> Self {
+        Self::new(measurement, unit, Better::Lower, ours, baseline)
+    }
+}
+
+impl<S: Sides> Row for Comparison<S> {
+    fn columns() -> Vec<Column> {
+        let mut columns = vec![Column::left("measurement"), Column::left("unit")];
+        columns.extend(S::OURS.iter().map(|&header| Column::right(header)));
+        columns.push(Column::right(S::BASELINE));
+        columns.extend(S::RATIOS.iter().map(|&header| Column::right(header)));
+        columns.push(Column::left("better"));
+        columns
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let mut cells = vec![self.measurement.clone(), self.unit.label().to_owned()];
+        cells.extend(self.ours.iter().map(|&value| self.unit.format(value)));
+        match self.baseline {
+            Some(baseline) => {
+                cells.push(self.unit.format(baseline));
+                cells.extend(self.ours.iter().map(|&value| ratio(value, baseline)));
+            }
+            None => cells.extend(std::iter::repeat_n("-".to_owned(), 1 + self.ours.len())),
+        }
+        cells.push(
+            match self.better {
+                Better::Higher => "higher",
+                Better::Lower => "lower",
+            }
+            .to_owned(),
+        );
+        cells
     }
 }
 
@@ -225,7 +331,9 @@ mod tests {
     struct Sample(&'static str, f64);
 
     impl Row for Sample {
-        const COLUMNS: &'static [Column] = &[Column::left("name"), Column::right("value")];
+        fn columns() -> Vec<Column> {
+            vec![Column::left("name"), Column::right("value")]
+        }
 
         fn cells(&self) -> Vec<String> {
             vec![self.0.to_owned(), count(self.1)]
@@ -251,6 +359,52 @@ mod tests {
     fn markdown_escapes_pipes_and_right_aligns_numbers() {
         let table = markdown(&[Sample("a|b", 12.0)]);
         assert_eq!(table, "| name | value |\n|---|---:|\n| a\\|b | 12 |\n");
+    }
+
+    struct TwoSides;
+
+    impl Sides for TwoSides {
+        const OURS: &'static [&'static str] = &["batched", "unbatched"];
+        const BASELINE: &'static str = "apalis";
+        const RATIOS: &'static [&'static str] = &["ratio, batched", "ratio, unbatched"];
+    }
+
+    #[test]
+    fn comparisons_have_a_ratio_per_side_or_none_without_a_baseline() {
+        let row = Comparison::<TwoSides>::higher(
+            "end to end",
+            Unit::PerSecond("tasks/s"),
+            [12_345.6, 3_000.0],
+            Some(6_000.0),
+        );
+        assert_eq!(
+            row.cells(),
+            [
+                "end to end",
+                "tasks/s",
+                "12,346",
+                "3,000",
+                "6,000",
+                "2.06",
+                "0.50",
+                "higher"
+            ]
+        );
+        let row = Comparison::<TwoSides>::lower("delay p99", Unit::Millis, [12.345, 1.0], None);
+        assert_eq!(
+            row.cells(),
+            ["delay p99", "ms", "12.35", "1.00", "-", "-", "-", "lower"]
+        );
+        assert_eq!(
+            markdown(&[row]).lines().next(),
+            Some(
+                "| measurement | unit | batched | unbatched | apalis | ratio, batched | \
+                 ratio, unbatched | better |"
+            )
+        );
+        let row =
+            Comparison::<TwoSides>::higher("success", Unit::Percent, [100.0, 50.0], Some(0.0));
+        assert_eq!(row.cells()[5..7], ["n/a", "n/a"]);
     }
 
     #[test]

@@ -319,17 +319,19 @@ impl Phase {
 }
 
 impl Row for Phase {
-    const COLUMNS: &'static [Column] = &[
-        Column::left("phase"),
-        Column::right("target/s"),
-        Column::right("inserted/s"),
-        Column::right("fired/s"),
-        Column::right("fired"),
-        Column::right("p50"),
-        Column::right("p99"),
-        Column::right("max"),
-        Column::left("p99 < 100 ms, all fired once"),
-    ];
+    fn columns() -> Vec<Column> {
+        vec![
+            Column::left("phase"),
+            Column::right("target/s"),
+            Column::right("inserted/s"),
+            Column::right("fired/s"),
+            Column::right("fired"),
+            Column::right("p50"),
+            Column::right("p99"),
+            Column::right("max"),
+            Column::left("p99 < 100 ms, all fired once"),
+        ]
+    }
 
     fn cells(&self) -> Vec<String> {
         let phase = match self.kind {
@@ -364,12 +366,14 @@ struct Goal {
 }
 
 impl Row for Goal {
-    const COLUMNS: &'static [Column] = &[
-        Column::left("measure"),
-        Column::right("value"),
-        Column::left("goal"),
-        Column::left("met"),
-    ];
+    fn columns() -> Vec<Column> {
+        vec![
+            Column::left("measure"),
+            Column::right("value"),
+            Column::left("goal"),
+            Column::left("met"),
+        ]
+    }
 
     fn cells(&self) -> Vec<String> {
         vec![

@@ -98,6 +98,95 @@ pub fn binaries(needed: &[Binary]) -> anyhow::Result<PathBuf> {
     Ok(binaries)
 }
 
+/// What every scenario that starts services shares: the broker, the database server, the
+/// binaries, the run's id, its log directory and the services' `ADMIN_TOKEN`.
+#[derive(Debug)]
+pub struct Run {
+    /// The scenario's name, as on the command line.
+    pub scenario: &'static str,
+    pub bootstrap: String,
+    /// `DATABASE_URL`; its database name is replaced by each of the run's own.
+    pub database_server: String,
+    /// `target/release/` (or `target/debug/`), with the services' binaries.
+    pub binaries: PathBuf,
+    /// `target/bench/<scenario>-<run id>/`: the services' logs, kept when the run fails.
+    pub log_dir: PathBuf,
+    pub id: String,
+    /// The services' `ADMIN_TOKEN`, made up for the run.
+    pub admin_token: String,
+}
+
+impl Run {
+    /// Fails naming the `cargo build` to run when one of `needed` is not built.
+    pub fn new(scenario: &'static str, needed: &[Binary]) -> anyhow::Result<Self> {
+        let run_id = run_id();
+        Ok(Self {
+            scenario,
+            bootstrap: crate::kafka::bootstrap_from_env(),
+            database_server: crate::database::server_from_env(),
+            binaries: binaries(needed)?,
+            log_dir: target_dir()?
+                .join("bench")
+                .join(format!("{scenario}-{run_id}")),
+            admin_token: token(),
+            id: run_id,
+        })
+    }
+
+    /// The URL of the run's database `database` on the server.
+    pub fn database_url(&self, database: &str) -> anyhow::Result<String> {
+        crate::database::database_url(&self.database_server, database)
+    }
+
+    /// `broker …, PostgreSQL …, run …`: the first line of the run's output and of its notes.
+    pub fn describe(&self) -> String {
+        format!(
+            "broker {}, PostgreSQL {}, run {}",
+            self.bootstrap,
+            crate::database::redact(&self.database_server),
+            self.id
+        )
+    }
+
+    /// Checks that the broker and PostgreSQL answer and that `ports` are free, then runs
+    /// `measure` with a [`Services`] guard. Whatever `measure` returns, and on SIGINT or SIGTERM,
+    /// the services are stopped and `databases` dropped; their logs are kept when the run fails
+    /// and removed when it succeeds.
+    pub async fn measure<T>(
+        &self,
+        ports: &[u16],
+        databases: &[&str],
+        measure: impl AsyncFnOnce(&mut Services) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        crate::kafka::check_broker(&self.bootstrap)?;
+        crate::database::check_postgres(&self.database_server).await?;
+        check_ports_free(ports)?;
+        eprintln!("{} scenario: {}", self.scenario, self.describe());
+        std::fs::create_dir_all(&self.log_dir)
+            .with_context(|| format!("Failed to create {}", self.log_dir.display()))?;
+
+        let mut services = Services::new(self.binaries.clone(), self.log_dir.clone());
+        let outcome = tokio::select! {
+            outcome = measure(&mut services) => outcome,
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+        };
+        services.stop_all();
+        let dropped = crate::database::drop_all(&self.database_server, databases).await;
+        let measured = outcome.map_err(|error| {
+            anyhow::anyhow!(
+                "{error:#}\nThe services' logs (RUST_LOG=warn), if any were started, are kept in {}",
+                self.log_dir.display()
+            )
+        })?;
+        dropped?;
+        // Kept when the run failed, to read; a finished run has nothing to look at in them.
+        if let Err(error) = std::fs::remove_dir_all(&self.log_dir) {
+            tracing::warn!(%error, dir = %self.log_dir.display(), "could not remove the logs");
+        }
+        Ok(measured)
+    }
+}
+
 /// A run's id: 8 random hex digits, in the names of everything the run creates.
 pub fn run_id() -> String {
     let mut run_id = uuid::Uuid::new_v4().simple().to_string();

@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures::future::try_join_all;
-use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use super::baseline::{Baseline, CatalogPrice};
-use super::results::Requests;
 use super::{ITEMS, Instances, POLL_INTERVAL, PRODUCTS, SEED_TIMEOUT, Setup, VISIBLE_TIMEOUT};
+use crate::order_client::OrderClient;
 use crate::progress::Progress;
 use crate::services::{self, Services};
 use crate::stats::{LatencyHistogram, LatencySummary};
@@ -36,7 +35,8 @@ pub(super) struct Bench {
     pub(super) baseline: String,
     /// orders' database: the read model.
     local_db: PgPool,
-    customer_id: String,
+    /// `POST /orders` to either side.
+    pub(super) orders_client: OrderClient,
     product_ids: Vec<String>,
     /// [`ITEMS`] distinct products per entry; sample `i` uses entry `i % PRODUCTS`.
     baskets: Vec<Vec<String>>,
@@ -67,13 +67,20 @@ impl Bench {
                     .collect()
             })
             .collect();
+        let orders_client = OrderClient::new(
+            http.clone(),
+            format!("asyncron-bench-{}", setup.run.id),
+            "bench@example.com".to_owned(),
+            product_ids.clone(),
+            ITEMS,
+        );
         Ok(Self {
             http,
             catalog: services.get(instances.catalog).url(),
             orders: services.get(instances.orders).url(),
             baseline: baseline.url.clone(),
             local_db: pool(setup.databases.orders.clone()).await?,
-            customer_id: format!("asyncron-bench-{}", setup.run_id),
+            orders_client,
             product_ids,
             baskets,
         })
@@ -155,69 +162,6 @@ impl Bench {
             .json()
             .await
             .with_context(|| format!("GET /products/{product_id}: unexpected answer"))
-    }
-
-    /// `samples` orders of [`ITEMS`] items to `base_url`, one at a time, after `warm_up`
-    /// unmeasured ones (which must succeed). Failures are counted, not errors.
-    pub(super) async fn place_orders(
-        &self,
-        label: &str,
-        base_url: &str,
-        warm_up: usize,
-        samples: usize,
-    ) -> anyhow::Result<Requests> {
-        let url = format!("{base_url}/orders");
-        for i in 0..warm_up {
-            let (status, body) = self.place_order(&url, i).await;
-            anyhow::ensure!(
-                status == "201",
-                "{label}: a warm-up POST /orders answered {status}: {body}"
-            );
-        }
-        let progress = Progress::start(label, samples);
-        let done = progress.counter();
-        let mut latency = LatencyHistogram::default();
-        let mut requests = Requests {
-            total: samples,
-            ..Requests::default()
-        };
-        for i in 0..samples {
-            let started = Instant::now();
-            let (status, _) = self.place_order(&url, i).await;
-            latency.record(started.elapsed());
-            if status == "201" {
-                requests.succeeded += 1;
-            }
-            *requests.outcomes.entry(status).or_default() += 1;
-            done.fetch_add(1, Ordering::Relaxed);
-        }
-        progress.finish();
-        requests.latency = latency.summary();
-        Ok(requests)
-    }
-
-    /// One `POST /orders`: its status (or `transport error`) and body, read to the end.
-    async fn place_order(&self, url: &str, sample: usize) -> (String, String) {
-        let items: Vec<serde_json::Value> = self
-            .basket(sample)
-            .iter()
-            .enumerate()
-            .map(|(k, product_id)| json!({"product_id": product_id, "quantity": k % 2 + 1}))
-            .collect();
-        let body = json!({
-            "customer_id": self.customer_id,
-            "customer_email": "bench@example.com",
-            "items": items,
-        });
-        match self.http.post(url).json(&body).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16().to_string();
-                let body = response.text().await.unwrap_or_default();
-                (status, body)
-            }
-            Err(error) if error.is_timeout() => ("bench timeout".to_owned(), error.to_string()),
-            Err(error) => ("transport error".to_owned(), error.to_string()),
-        }
     }
 
     /// `changes` price changes at catalog-cache, one at a time over the products; each timed

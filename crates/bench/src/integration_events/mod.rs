@@ -17,7 +17,6 @@ mod baseline;
 mod client;
 mod results;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -25,10 +24,9 @@ use anyhow::Context as _;
 
 use crate::Options;
 use crate::database;
-use crate::kafka;
 use crate::progress::Progress;
 use crate::report;
-use crate::services::{self, Binary, ServiceId, Services, wait_ready};
+use crate::services::{self, Binary, Run, ServiceId, Services, wait_ready};
 
 use baseline::Baseline;
 use client::{Bench, Calls, timed};
@@ -68,91 +66,54 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let setup = Setup::new()?;
-    kafka::check_broker(&setup.bootstrap)?;
-    database::check_postgres(&setup.database_server).await?;
-    services::check_ports_free(&[CATALOG_PORT, ORDERS_PORT])?;
     let plan = Plan::new(options.samples);
-    eprintln!(
-        "integration-events scenario: broker {}, PostgreSQL {}, run {}",
-        setup.bootstrap,
-        database::redact(&setup.database_server),
-        setup.run_id
-    );
-    std::fs::create_dir_all(&setup.log_dir)
-        .with_context(|| format!("Failed to create {}", setup.log_dir.display()))?;
-
-    let mut services = Services::new(setup.binaries.clone(), setup.log_dir.clone());
-    let outcome = tokio::select! {
-        outcome = measure(&setup, &plan, &mut services) => outcome,
-        signal = services::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
-    };
-    services.stop_all();
-    let dropped = database::drop_all(&setup.database_server, &setup.databases.all()).await;
-
-    let results = outcome.map_err(|error| {
-        anyhow::anyhow!(
-            "{error:#}\nThe services' logs (RUST_LOG=warn) are kept in {}",
-            setup.log_dir.display()
+    let results = setup
+        .run
+        .measure(
+            &[CATALOG_PORT, ORDERS_PORT],
+            &setup.databases.all(),
+            async |services: &mut Services| measure(&setup, &plan, services).await,
         )
-    })?;
+        .await?;
     report::print(
         "integration-events: orders' read model vs a synchronous call to catalog-cache",
         &notes(&setup, &plan, &results),
         &comparisons(&results),
     );
-    dropped?;
-    // Kept when the run failed, to read; a finished run has nothing to look at in them.
-    if let Err(error) = std::fs::remove_dir_all(&setup.log_dir) {
-        tracing::warn!(%error, dir = %setup.log_dir.display(), "could not remove the logs");
-    }
     Ok(())
 }
 
 /// Where everything is: the broker, the database server, the binaries, and this run's names.
 #[derive(Debug)]
 struct Setup {
-    bootstrap: String,
-    /// `DATABASE_URL`; its database name is replaced by each service's own.
-    database_server: String,
-    /// The directory of the binaries of catalog-cache and orders.
-    binaries: PathBuf,
-    log_dir: PathBuf,
-    run_id: String,
-    /// The services' `ADMIN_TOKEN`, made up for the run.
-    admin_token: String,
+    run: Run,
     databases: Databases,
 }
 
 impl Setup {
     fn new() -> anyhow::Result<Self> {
-        let run_id = services::run_id();
-        let binaries = services::binaries(&[Binary::CatalogCache, Binary::Orders])?;
-        let target = services::target_dir()?;
+        let run = Run::new(
+            "integration-events",
+            &[Binary::CatalogCache, Binary::Orders],
+        )?;
         Ok(Self {
-            bootstrap: kafka::bootstrap_from_env(),
-            admin_token: services::token(),
-            database_server: database::server_from_env(),
-            binaries,
-            log_dir: target
-                .join("bench")
-                .join(format!("integration-events-{run_id}")),
-            databases: Databases::new(&run_id),
-            run_id,
+            databases: Databases::new(&run.id),
+            run,
         })
     }
 
     fn database_url(&self, database: &str) -> anyhow::Result<String> {
-        database::database_url(&self.database_server, database)
+        self.run.database_url(database)
     }
 
     fn product_id(&self, index: usize) -> String {
-        format!("bench-{}-p{index:03}", self.run_id)
+        format!("bench-{}-p{index:03}", self.run.id)
     }
 
     /// orders gets consumer groups of its own: sharing `orders.*` with a running
     /// `scripts/up.sh` would take partitions, and their events, away from its read model.
     fn consumer_group_prefix(&self) -> String {
-        format!("asyncron-bench-{}-orders", self.run_id)
+        format!("asyncron-bench-{}-orders", self.run.id)
     }
 }
 
@@ -212,7 +173,7 @@ async fn measure(setup: &Setup, plan: &Plan, services: &mut Services) -> anyhow:
         .build()
         .context("Failed to build the HTTP client")?;
     let ids = start_services(setup, services, &http).await?;
-    let pool = database::create(&setup.database_server, &setup.databases.baseline, 4).await?;
+    let pool = database::create(&setup.run.database_server, &setup.databases.baseline, 4).await?;
     let catalog_url = services.get(ids.catalog).url();
     let baseline = Baseline::start(pool, catalog_url, SYNC_CATALOG_TIMEOUT).await?;
     let bench = Bench::connect(setup, http, services, &ids, &baseline).await?;
@@ -236,9 +197,11 @@ async fn measure(setup: &Setup, plan: &Plan, services: &mut Services) -> anyhow:
     // 2. POST /orders with catalog-cache up.
     let orders = Pair {
         local: bench
+            .orders_client
             .place_orders("orders (read model)", &bench.orders, warm_up, plan.orders)
             .await?,
         sync: bench
+            .orders_client
             .place_orders("baseline (sync)", &bench.baseline, warm_up, plan.orders)
             .await?,
     };
@@ -251,9 +214,11 @@ async fn measure(setup: &Setup, plan: &Plan, services: &mut Services) -> anyhow:
     let frozen = async {
         Ok::<_, anyhow::Error>(Pair {
             local: bench
+                .orders_client
                 .place_orders("frozen: orders", &bench.orders, 0, plan.frozen_local)
                 .await?,
             sync: bench
+                .orders_client
                 .place_orders("frozen: baseline", &bench.baseline, 0, plan.frozen_sync)
                 .await?,
         })
@@ -263,6 +228,7 @@ async fn measure(setup: &Setup, plan: &Plan, services: &mut Services) -> anyhow:
     let frozen = frozen?;
     let thawed_ready = wait_ready(services, ids.catalog, &bench.http).await?;
     let after_thaw = bench
+        .orders_client
         .place_orders(
             "after SIGCONT: baseline",
             &bench.baseline,
@@ -300,8 +266,8 @@ async fn start_services(
         Ok(services::service_env(
             port,
             setup.database_url(database)?,
-            &setup.bootstrap,
-            &setup.admin_token,
+            &setup.run.bootstrap,
+            &setup.run.admin_token,
         ))
     };
     let databases = &setup.databases;

@@ -1,14 +1,13 @@
 //! What the `integration-events` scenario shows: the results, the table and its notes.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{
     CATALOG_PORT, ORDERS_PORT, POLL_INTERVAL, PRODUCTS, PROPAGATION_GOAL, Plan,
     SYNC_CATALOG_TIMEOUT, Setup,
 };
-use crate::database;
-use crate::report::{self, Column, Row, Unit};
+use crate::order_client::Requests;
+use crate::report::{self, Sides, Unit};
 use crate::stats::LatencySummary;
 
 /// Everything the table and the notes show.
@@ -35,26 +34,6 @@ pub(super) struct Pair<T> {
     pub(super) sync: T,
 }
 
-/// A batch of `POST /orders`: latency of every request (failed ones too) and what they answered.
-#[derive(Debug, Default)]
-pub(super) struct Requests {
-    pub(super) latency: LatencySummary,
-    pub(super) total: usize,
-    pub(super) succeeded: usize,
-    /// `201`, `503`, `transport error`, … and how often.
-    pub(super) outcomes: BTreeMap<String, usize>,
-}
-
-impl Requests {
-    pub(super) fn success_percent(&self) -> f64 {
-        report::percent(self.succeeded, self.total)
-    }
-
-    pub(super) fn outcomes(&self) -> String {
-        report::outcomes(&self.outcomes)
-    }
-}
-
 pub(super) fn comparisons(results: &Results) -> Vec<Comparison> {
     let millis = |duration: Duration| duration.as_secs_f64() * 1_000.0;
     let latency_rows = |name: &str, local: &LatencySummary, sync: Option<&LatencySummary>| {
@@ -62,20 +41,22 @@ pub(super) fn comparisons(results: &Results) -> Vec<Comparison> {
             ("p50", local.p50, sync.map(|s| s.p50)),
             ("p99", local.p99, sync.map(|s| s.p99)),
         ]
-        .map(|(quantile, local, sync)| Comparison {
-            measurement: format!("{name} {quantile}"),
-            unit: Unit::Millis,
-            read_model: millis(local),
-            sync_call: sync.map(millis),
-            higher_is_better: false,
+        .map(|(quantile, local, sync)| {
+            Comparison::lower(
+                format!("{name} {quantile}"),
+                Unit::Millis,
+                [millis(local)],
+                sync.map(millis),
+            )
         })
     };
-    let success = |name: &str, requests: &Pair<Requests>| Comparison {
-        measurement: format!("{name} success"),
-        unit: Unit::Percent,
-        read_model: requests.local.success_percent(),
-        sync_call: Some(requests.sync.success_percent()),
-        higher_is_better: true,
+    let success = |name: &str, requests: &Pair<Requests>| {
+        Comparison::higher(
+            format!("{name} success"),
+            Unit::Percent,
+            [requests.local.success_percent()],
+            Some(requests.sync.success_percent()),
+        )
     };
     let mut rows = Vec::new();
     rows.extend(latency_rows(
@@ -120,12 +101,7 @@ pub(super) fn notes(setup: &Setup, plan: &Plan, results: &Results) -> Vec<String
         "NOT met"
     };
     vec![
-        format!(
-            "broker {}, PostgreSQL {}, run {}",
-            setup.bootstrap,
-            database::redact(&setup.database_server),
-            setup.run_id
-        ),
+        setup.run.describe(),
         format!(
             "services started by the bench (RUST_LOG=warn): catalog-cache :{CATALOG_PORT} \
              (db {}); orders :{ORDERS_PORT} (db {}, its read model). Baseline (sync call): the \
@@ -177,82 +153,14 @@ pub(super) fn notes(setup: &Setup, plan: &Plan, results: &Results) -> Vec<String
     ]
 }
 
-/// One row: the same measurement with the read model and with the synchronous call, when the
-/// baseline has one.
+/// orders' read model against the bench's synchronous call to catalog-cache.
 #[derive(Debug)]
-pub(super) struct Comparison {
-    measurement: String,
-    unit: Unit,
-    read_model: f64,
-    sync_call: Option<f64>,
-    higher_is_better: bool,
+pub(super) struct VsSyncCall;
+
+impl Sides for VsSyncCall {
+    const OURS: &'static [&'static str] = &["read model"];
+    const BASELINE: &'static str = "sync call";
+    const RATIOS: &'static [&'static str] = &["ratio"];
 }
 
-impl Row for Comparison {
-    const COLUMNS: &'static [Column] = &[
-        Column::left("measurement"),
-        Column::left("unit"),
-        Column::right("read model"),
-        Column::right("sync call"),
-        Column::right("ratio"),
-        Column::left("better"),
-    ];
-
-    fn cells(&self) -> Vec<String> {
-        let (sync, ratio) = match self.sync_call {
-            Some(sync) => (self.unit.format(sync), report::ratio(self.read_model, sync)),
-            None => ("-".to_owned(), "-".to_owned()),
-        };
-        vec![
-            self.measurement.clone(),
-            self.unit.label().to_owned(),
-            self.unit.format(self.read_model),
-            sync,
-            ratio,
-            if self.higher_is_better {
-                "higher"
-            } else {
-                "lower"
-            }
-            .to_owned(),
-        ]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_without_a_baseline_have_no_ratio() {
-        let row = Comparison {
-            measurement: "catalog change visible in orders p99".to_owned(),
-            unit: Unit::Millis,
-            read_model: 12.345,
-            sync_call: None,
-            higher_is_better: false,
-        };
-        assert_eq!(
-            row.cells(),
-            [
-                "catalog change visible in orders p99",
-                "ms",
-                "12.35",
-                "-",
-                "-",
-                "lower"
-            ]
-        );
-        let row = Comparison {
-            measurement: "success".to_owned(),
-            unit: Unit::Percent,
-            read_model: 100.0,
-            sync_call: Some(0.0),
-            higher_is_better: true,
-        };
-        assert_eq!(
-            row.cells(),
-            ["success", "%", "100.0", "0.0", "n/a", "higher"]
-        );
-    }
-}
+pub(super) type Comparison = report::Comparison<VsSyncCall>;

@@ -172,7 +172,7 @@ pub(super) fn format_csv(rows: &[ChunkRow]) -> String {
 /// truncate to it, seek, write, `sync_data`), a few times.
 pub(super) async fn write_chunk(setup: &Setup, data: &[u8]) -> anyhow::Result<Vec<Duration>> {
     use tokio::io::AsyncSeekExt as _;
-    let path = setup.dir.join("write-probe.csv");
+    let path = setup.run.log_dir.join("write-probe.csv");
     let bytes = data.len();
     let mut length = 0;
     let mut writes = Vec::with_capacity(PROBE_RUNS);
@@ -259,17 +259,7 @@ pub(super) async fn export(
     let url = format!("{base}/exports/{id}");
     let counter = progress.counter();
     let (wall, last) = loop {
-        let response = http
-            .get(&url)
-            .send()
-            .await
-            .with_context(|| format!("GET {url} failed"))?;
-        let status = response.status();
-        anyhow::ensure!(
-            status == StatusCode::OK,
-            "GET {url} answered {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        let response = get_ok(http, &url).await?;
         let current: ExportStatus = response
             .json()
             .await
@@ -320,8 +310,9 @@ pub(super) async fn export(
     })
 }
 
-pub(super) async fn download(http: &reqwest::Client, url: &str) -> anyhow::Result<CsvScan> {
-    let mut response = http
+/// `GET url`, which must answer 200; anything else is an error with the answer's body.
+async fn get_ok(http: &reqwest::Client, url: &str) -> anyhow::Result<reqwest::Response> {
+    let response = http
         .get(url)
         .send()
         .await
@@ -332,6 +323,11 @@ pub(super) async fn download(http: &reqwest::Client, url: &str) -> anyhow::Resul
         "GET {url} answered {status}: {}",
         response.text().await.unwrap_or_default()
     );
+    Ok(response)
+}
+
+pub(super) async fn download(http: &reqwest::Client, url: &str) -> anyhow::Result<CsvScan> {
+    let mut response = get_ok(http, url).await?;
     let mut csv = CsvScan::default();
     while let Some(bytes) = response
         .chunk()

@@ -30,9 +30,8 @@ use uuid::Uuid;
 
 use crate::Options;
 use crate::database;
-use crate::kafka;
 use crate::report;
-use crate::services::{self, Binary, Services};
+use crate::services::{self, Binary, Run, Services};
 
 use load::*;
 use results::*;
@@ -122,43 +121,26 @@ type ChunkRow = (
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let setup = Setup::new(options)?;
-    kafka::check_broker(&setup.bootstrap)?;
-    database::check_postgres(&setup.server).await?;
-    services::check_ports_free(&[PORT])?;
-    eprintln!(
-        "iterator scenario: broker {}, PostgreSQL {}, database {}, files in {}",
-        setup.bootstrap,
-        database::redact(&setup.server),
-        setup.database,
-        setup.dir.display()
-    );
-    std::fs::create_dir_all(setup.export_dir())
-        .with_context(|| format!("Failed to create {}", setup.export_dir().display()))?;
-
-    let load_before = load_average();
-    let mut services = Services::new(setup.binaries.clone(), setup.dir.clone());
-    let outcome = tokio::select! {
-        outcome = measure(&setup, &mut services) => outcome,
-        signal = services::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
-    };
-    let load_after = load_average();
-
-    // The service first (it holds connections to the database), then the database and files.
-    services.stop_all();
-    let dropped = database::drop_all(&setup.server, &[&setup.database]).await;
-    let results = match outcome {
-        Ok(results) => results,
-        Err(error) => {
-            // The log is in the temporary directory: keep it to read.
-            return Err(anyhow::anyhow!(
-                "{error:#}\nreport-exporter's log (RUST_LOG=warn) is kept in {}",
-                setup.dir.join("report-exporter.log").display()
-            ));
-        }
-    };
-    if let Err(error) = std::fs::remove_dir_all(&setup.dir) {
-        tracing::warn!(%error, dir = %setup.dir.display(), "could not remove the files");
-    }
+    let (results, load_before, load_after) = setup
+        .run
+        .measure(
+            &[PORT],
+            &[&setup.database],
+            async |services: &mut Services| {
+                eprintln!(
+                    "database {}, files in {}",
+                    setup.database,
+                    setup.run.log_dir.display()
+                );
+                std::fs::create_dir_all(setup.export_dir()).with_context(|| {
+                    format!("Failed to create {}", setup.export_dir().display())
+                })?;
+                let load_before = load_average();
+                let results = measure(&setup, services).await?;
+                Ok((results, load_before, load_average()))
+            },
+        )
+        .await?;
 
     let mut notes = results.notes(&setup);
     notes.push(format!(
@@ -177,23 +159,26 @@ pub async fn run(options: &Options) -> anyhow::Result<()> {
         &step_notes(&results),
         &results.exports,
     );
-    dropped
+    Ok(())
+}
+
+/// The baseline: the export's rows, columns and order, as CSV with a header. COPY takes no bind
+/// parameters; the bounds are constants of the run.
+fn copy_sql(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!(
+        "COPY (SELECT {COLUMNS} FROM orders_view WHERE created_at >= '{}' AND created_at < '{}' \
+         ORDER BY created_at, order_id) TO STDOUT WITH (FORMAT csv, HEADER)",
+        rfc3339(from),
+        rfc3339(to)
+    )
 }
 
 /// Where everything is, and the run's settings.
 #[derive(Debug)]
 struct Setup {
-    bootstrap: String,
-    /// `DATABASE_URL`: the server the run's database is created on.
-    server: String,
+    /// Its log directory holds the COPY file, `exports/` and the service's log.
+    run: Run,
     database: String,
-    run_id: String,
-    /// The run's temporary directory: the COPY file, `exports/` and the service's log.
-    dir: PathBuf,
-    /// The directory of the report-exporter binary.
-    binaries: PathBuf,
-    /// `ADMIN_TOKEN`, made up for the run.
-    admin_token: String,
     /// `EXPORTS_TOKEN`, made up for the run: the bench's export calls send it.
     exports_token: String,
     rows: usize,
@@ -214,17 +199,12 @@ impl Setup {
             i64::try_from(rows).is_ok(),
             "--rows {rows} is more than PostgreSQL counts"
         );
-        let run_id = services::run_id();
+        let run = Run::new("iterator", &[Binary::ReportExporter])?;
         let from: DateTime<Utc> = RANGE_START.parse().context("RANGE_START is RFC 3339")?;
         Ok(Self {
-            bootstrap: kafka::bootstrap_from_env(),
-            binaries: services::binaries(&[Binary::ReportExporter])?,
-            admin_token: services::token(),
             exports_token: services::token(),
-            server: database::server_from_env(),
-            database: format!("bench_iterator_{run_id}"),
-            dir: std::env::temp_dir().join(format!("asyncron-bench-iterator-{run_id}")),
-            run_id,
+            database: format!("bench_iterator_{}", run.id),
+            run,
             rows,
             chunk_size,
             from,
@@ -233,22 +213,15 @@ impl Setup {
     }
 
     fn export_dir(&self) -> PathBuf {
-        self.dir.join("exports")
+        self.run.log_dir.join("exports")
     }
 
     fn copy_file(&self) -> PathBuf {
-        self.dir.join("copy.csv")
+        self.run.log_dir.join("copy.csv")
     }
 
-    /// The baseline: the export's rows, columns and order, as CSV with a header. COPY takes no
-    /// bind parameters; the bounds are constants of the run.
     fn copy_sql(&self) -> String {
-        format!(
-            "COPY (SELECT {COLUMNS} FROM orders_view WHERE created_at >= '{}' AND created_at < \
-             '{}' ORDER BY created_at, order_id) TO STDOUT WITH (FORMAT csv, HEADER)",
-            rfc3339(self.from),
-            rfc3339(self.to)
-        )
+        copy_sql(self.from, self.to)
     }
 
     /// report-exporter's environment, on top of the bench's own (as for every service the
@@ -256,14 +229,14 @@ impl Setup {
     fn service_env(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
         let mut env = services::service_env(
             PORT,
-            database::database_url(&self.server, &self.database)?,
-            &self.bootstrap,
-            &self.admin_token,
+            self.run.database_url(&self.database)?,
+            &self.run.bootstrap,
+            &self.run.admin_token,
         );
         env.extend([
             (
                 "KAFKA_CONSUMER_GROUP_PREFIX",
-                format!("asyncron-bench-{}-report-exporter", self.run_id),
+                format!("asyncron-bench-{}-report-exporter", self.run.id),
             ),
             ("EXPORT_DIR", self.export_dir().display().to_string()),
             // `/exports` is guarded as deployed; the bench sends the token.
@@ -273,13 +246,13 @@ impl Setup {
             // topic, and run those exports during the measurement.
             (
                 "EXPORT_TASKS_TOPIC",
-                format!("asyncron-bench.{}.report-exporter-tasks", self.run_id),
+                format!("asyncron-bench.{}.report-exporter-tasks", self.run.id),
             ),
             // Its own steps topic too: the run's steps stay out of running services' way, and
             // theirs out of the run's.
             (
                 "EXPORT_ITERATIONS_TOPIC",
-                format!("asyncron-bench.{}.report-exporter-iterations", self.run_id),
+                format!("asyncron-bench.{}.report-exporter-iterations", self.run.id),
             ),
         ]);
         Ok(env)
@@ -301,7 +274,7 @@ impl Setup {
 /// this returns.
 async fn measure(setup: &Setup, services: &mut Services) -> anyhow::Result<Results> {
     // Created by the bench, so that the caller drops it even if the service never starts.
-    let pool = database::create(&setup.server, &setup.database, 2).await?;
+    let pool = database::create(&setup.run.database_server, &setup.database, 2).await?;
     let id = services.spawn(
         Binary::ReportExporter,
         "report-exporter",
@@ -393,12 +366,8 @@ mod tests {
 
     #[test]
     fn copy_reads_the_exports_rows_in_its_order() {
-        let setup = Setup::new(&Options {
-            rows: Some(10),
-            ..Options::default()
-        })
-        .unwrap();
-        let sql = setup.copy_sql();
+        let from: DateTime<Utc> = RANGE_START.parse().unwrap();
+        let sql = copy_sql(from, from + TimeDelta::days(RANGE_DAYS));
         assert!(sql.starts_with(&format!("COPY (SELECT {COLUMNS} FROM orders_view")));
         assert!(sql.contains(
             "created_at >= '2025-06-01T00:00:00.000000Z' AND created_at < \

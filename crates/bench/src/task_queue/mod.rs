@@ -13,52 +13,22 @@
 mod offload;
 mod throughput;
 
-use std::path::PathBuf;
-
-use anyhow::Context as _;
-
 use crate::Options;
-use crate::database;
-use crate::kafka;
-use crate::services::{self, Binary, Services};
+use crate::services::{Binary, Run, Services};
 
 /// Tasks per side for the throughput rows unless `--messages` says otherwise.
 pub const DEFAULT_TASKS: usize = 50_000;
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let setup = Setup::new()?;
-    kafka::check_broker(&setup.bootstrap)?;
-    database::check_postgres(&setup.database_server).await?;
-    services::check_ports_free(&offload::PORTS)?;
-    eprintln!(
-        "task-queue scenario: broker {}, PostgreSQL {}, run {}",
-        setup.bootstrap,
-        database::redact(&setup.database_server),
-        setup.run_id
-    );
-    std::fs::create_dir_all(&setup.log_dir)
-        .with_context(|| format!("Failed to create {}", setup.log_dir.display()))?;
-
-    let mut services = Services::new(setup.binaries.clone(), setup.log_dir.clone());
-    let outcome = tokio::select! {
-        outcome = measure(&setup, options, &mut services) => outcome,
-        signal = services::interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
-    };
-    services.stop_all();
-    let dropped = database::drop_all(&setup.database_server, &setup.databases.all()).await;
-
-    outcome.map_err(|error| {
-        anyhow::anyhow!(
-            "{error:#}\nThe services' logs (RUST_LOG=warn), if any were started, are kept in {}",
-            setup.log_dir.display()
+    setup
+        .run
+        .measure(
+            &offload::PORTS,
+            &setup.databases.all(),
+            async |services: &mut Services| measure(&setup, options, services).await,
         )
-    })?;
-    dropped?;
-    // Kept when the run failed, to read; a finished run has nothing to look at in them.
-    if let Err(error) = std::fs::remove_dir_all(&setup.log_dir) {
-        tracing::warn!(%error, dir = %setup.log_dir.display(), "could not remove the logs");
-    }
-    Ok(())
+        .await
 }
 
 /// Both parts, one after the other; each prints its table when it is done. The caller stops the
@@ -71,39 +41,24 @@ async fn measure(setup: &Setup, options: &Options, services: &mut Services) -> a
 /// Where everything is: the broker, the database server, the binaries, and this run's names.
 #[derive(Debug)]
 struct Setup {
-    bootstrap: String,
-    /// `DATABASE_URL`; its database name is replaced by each of the run's own.
-    database_server: String,
-    /// `target/release/` (or `target/debug/`), with the services' binaries.
-    binaries: PathBuf,
-    log_dir: PathBuf,
-    run_id: String,
-    /// The services' `ADMIN_TOKEN`, made up for the run.
-    admin_token: String,
+    run: Run,
     databases: Databases,
 }
 
 impl Setup {
     fn new() -> anyhow::Result<Self> {
-        let run_id = services::run_id();
-        let binaries =
-            services::binaries(&[Binary::CatalogCache, Binary::Orders, Binary::Notifications])?;
-        let log_dir = services::target_dir()?
-            .join("bench")
-            .join(format!("task-queue-{run_id}"));
+        let run = Run::new(
+            "task-queue",
+            &[Binary::CatalogCache, Binary::Orders, Binary::Notifications],
+        )?;
         Ok(Self {
-            bootstrap: kafka::bootstrap_from_env(),
-            database_server: database::server_from_env(),
-            binaries,
-            log_dir,
-            databases: Databases::new(&run_id),
-            run_id,
-            admin_token: services::token(),
+            databases: Databases::new(&run.id),
+            run,
         })
     }
 
     fn database_url(&self, database: &str) -> anyhow::Result<String> {
-        database::database_url(&self.database_server, database)
+        self.run.database_url(database)
     }
 }
 

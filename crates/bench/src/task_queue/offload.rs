@@ -16,7 +16,7 @@
 //! when each order's confirmation reached it, so that the offloaded side can also show that
 //! every confirmation was still delivered, and how long after the order was accepted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -33,8 +33,9 @@ use uuid::Uuid;
 
 use super::Setup;
 use crate::database;
+use crate::order_client::{OrderClient, Requests};
 use crate::progress::Progress;
-use crate::report::{self, Column, Row, Unit};
+use crate::report::{self, Sides, Unit};
 use crate::services::{self, Binary, Server, ServiceId, Services};
 use crate::stats::{self, LatencyHistogram, LatencySummary};
 
@@ -90,7 +91,9 @@ pub(super) async fn run(
 
     // Offloaded first: its warm-up also waits until notifications is through whatever it
     // replays from the shared topic, so that the measurement does not include that work.
+    let calls_before = bench.provider_calls();
     let warm_up = bench
+        .orders_client
         .place_orders("warm-up (offloaded)", &bench.orders, 0, warm_up_orders)
         .await?;
     anyhow::ensure!(
@@ -99,7 +102,7 @@ pub(super) async fn run(
         warm_up.outcomes()
     );
     let caught_up = bench
-        .wait_confirmations(&provider, &warm_up, CATCH_UP_TIMEOUT)
+        .wait_confirmations(&provider, &warm_up, calls_before, CATCH_UP_TIMEOUT)
         .await?;
     anyhow::ensure!(
         caught_up.delivered == caught_up.expected,
@@ -107,33 +110,38 @@ pub(super) async fn run(
          its log is {}/notifications.log",
         caught_up.delivered,
         caught_up.expected,
-        setup.log_dir.display()
+        setup.run.log_dir.display()
     );
     provider.wait_quiet().await?;
 
     // As deployed on one machine: notifications delivers the confirmations while orders are
     // placed, on the same cores.
+    let calls_before = bench.provider_calls();
     let offloaded = bench
+        .orders_client
         .place_orders("POST /orders (offloaded)", &bench.orders, 0, samples)
         .await?;
     let delivery = bench
-        .wait_confirmations(&provider, &offloaded, DELIVERY_TIMEOUT)
+        .wait_confirmations(&provider, &offloaded, calls_before, DELIVERY_TIMEOUT)
         .await?;
     provider.wait_quiet().await?;
 
     // What orders alone costs, as when notifications runs on machines of its own: notifications
     // is stopped (SIGSTOP) while the orders are placed, and delivers their confirmations after.
     services.freeze(ids.notifications)?;
+    let calls_before = bench.provider_calls();
     let paused = bench
+        .orders_client
         .place_orders("POST /orders (offl., paused)", &bench.orders, 0, samples)
         .await;
     services.thaw(ids.notifications)?;
     let paused = paused?;
     let paused_delivery = bench
-        .wait_confirmations(&provider, &paused, DELIVERY_TIMEOUT)
+        .wait_confirmations(&provider, &paused, calls_before, DELIVERY_TIMEOUT)
         .await?;
 
     let inline_requests = bench
+        .orders_client
         .place_orders(
             "POST /orders (inline)",
             &inline.url,
@@ -177,30 +185,6 @@ struct Results {
     foreign_calls: usize,
 }
 
-/// A batch of `POST /orders`.
-#[derive(Debug, Default)]
-struct Requests {
-    latency: LatencySummary,
-    total: usize,
-    succeeded: usize,
-    /// `201`, `503`, `transport error`, … and how often.
-    outcomes: BTreeMap<String, usize>,
-    /// The orders accepted, with when their 201 arrived.
-    placed: Vec<(Uuid, Instant)>,
-    /// The provider's calls so far when the batch started.
-    provider_calls_before: usize,
-}
-
-impl Requests {
-    fn success_percent(&self) -> f64 {
-        report::percent(self.succeeded, self.total)
-    }
-
-    fn outcomes(&self) -> String {
-        report::outcomes(&self.outcomes)
-    }
-}
-
 /// The offloaded orders' confirmations at the provider.
 #[derive(Debug, Default)]
 struct Delivery {
@@ -239,8 +223,8 @@ async fn start_services(
         Ok(services::service_env(
             port,
             setup.database_url(database)?,
-            &setup.bootstrap,
-            &setup.admin_token,
+            &setup.run.bootstrap,
+            &setup.run.admin_token,
         ))
     };
     let catalog = services.spawn(
@@ -252,14 +236,14 @@ async fn start_services(
     let mut orders_env = common(ORDERS_PORT, &databases.orders)?;
     orders_env.push((
         "KAFKA_CONSUMER_GROUP_PREFIX",
-        format!("asyncron-bench-{}-orders", setup.run_id),
+        format!("asyncron-bench-{}-orders", setup.run.id),
     ));
     let orders = services.spawn(Binary::Orders, "orders", ORDERS_PORT, orders_env)?;
     let mut notifications_env = common(NOTIFICATIONS_PORT, &databases.notifications)?;
     notifications_env.extend([
         (
             "KAFKA_CONSUMER_GROUP_PREFIX",
-            format!("asyncron-bench-{}-notifications", setup.run_id),
+            format!("asyncron-bench-{}-notifications", setup.run.id),
         ),
         ("NOTIFY_PROVIDER", "webhook".to_owned()),
         ("NOTIFY_WEBHOOK_URL", provider.url.clone()),
@@ -430,7 +414,7 @@ struct PlaceOrder {
 
 impl Inline {
     async fn start(setup: &Setup, provider: &Provider) -> anyhow::Result<Self> {
-        let pool = database::create(&setup.database_server, &setup.databases.inline, 4).await?;
+        let pool = database::create(&setup.run.database_server, &setup.databases.inline, 4).await?;
         sqlx::query(
             "CREATE TABLE inline_orders (
                 order_id       UUID        PRIMARY KEY,
@@ -513,13 +497,7 @@ async fn inline_place_order(
 
 /// The run's customer address: the provider tells the run's notifications by it.
 fn customer_email(setup: &Setup) -> String {
-    format!("bench-{}@example.com", setup.run_id)
-}
-
-/// The field of an answer to `POST /orders` the bench needs (both sides answer with it).
-#[derive(Debug, Deserialize)]
-struct Placed {
-    order_id: Uuid,
+    format!("bench-{}@example.com", setup.run.id)
 }
 
 /// What the bench talks to.
@@ -529,8 +507,8 @@ struct Bench {
     orders: String,
     /// orders' database, to see that its read model has the seeded products.
     orders_db: PgPool,
-    customer_id: String,
-    customer_email: String,
+    /// `POST /orders` to orders and to the inline baseline.
+    orders_client: OrderClient,
     product_ids: Vec<String>,
     /// The provider's record, to count its calls.
     provider: Arc<ProviderLog>,
@@ -543,17 +521,25 @@ impl Bench {
         urls: Urls,
         provider: &Provider,
     ) -> anyhow::Result<Self> {
+        let product_ids: Vec<String> = (0..PRODUCTS)
+            .map(|i| format!("bench-{}-p{i:03}", setup.run.id))
+            .collect();
+        let orders_client = OrderClient::new(
+            http.clone(),
+            format!("asyncron-bench-{}", setup.run.id),
+            customer_email(setup),
+            product_ids.clone(),
+            ITEMS,
+        );
         Ok(Self {
             provider: provider.log.clone(),
             http,
             catalog: urls.catalog,
             orders: urls.orders,
-            orders_db: database::pool(&setup.database_server, &setup.databases.orders, 2).await?,
-            customer_id: format!("asyncron-bench-{}", setup.run_id),
-            customer_email: customer_email(setup),
-            product_ids: (0..PRODUCTS)
-                .map(|i| format!("bench-{}-p{i:03}", setup.run_id))
-                .collect(),
+            orders_db: database::pool(&setup.run.database_server, &setup.databases.orders, 2)
+                .await?,
+            orders_client,
+            product_ids,
         })
     }
 
@@ -573,88 +559,15 @@ impl Bench {
         .await
     }
 
-    /// `samples` orders of [`ITEMS`] items to `base_url`, one at a time, after `warm_up`
-    /// unmeasured ones (which must succeed). Failures are counted, not errors.
-    async fn place_orders(
-        &self,
-        label: &str,
-        base_url: &str,
-        warm_up: usize,
-        samples: usize,
-    ) -> anyhow::Result<Requests> {
-        let url = format!("{base_url}/orders");
-        for i in 0..warm_up {
-            let (status, body, _) = self.place_order(&url, i).await;
-            anyhow::ensure!(
-                status == "201",
-                "{label}: a warm-up POST /orders answered {status}: {body}"
-            );
-        }
-        let progress = Progress::start(label, samples);
-        let done = progress.counter();
-        let mut latency = LatencyHistogram::default();
-        let mut requests = Requests {
-            total: samples,
-            provider_calls_before: self.provider_calls(),
-            ..Requests::default()
-        };
-        for i in 0..samples {
-            let started = Instant::now();
-            let (status, _, placed) = self.place_order(&url, i).await;
-            let answered = Instant::now();
-            latency.record(answered.duration_since(started));
-            if let Some(order_id) = placed {
-                requests.succeeded += 1;
-                requests.placed.push((order_id, answered));
-            }
-            *requests.outcomes.entry(status).or_default() += 1;
-            done.fetch_add(1, Ordering::Relaxed);
-        }
-        progress.finish();
-        requests.latency = latency.summary();
-        Ok(requests)
-    }
-
-    /// One `POST /orders`: its status (or `transport error`), its body, and the order id when
-    /// it answered 201.
-    async fn place_order(&self, url: &str, sample: usize) -> (String, String, Option<Uuid>) {
-        let items: Vec<serde_json::Value> = (0..ITEMS)
-            .map(|k| {
-                let product_id = &self.product_ids[(sample * ITEMS + k) % PRODUCTS];
-                json!({"product_id": product_id, "quantity": k % 2 + 1})
-            })
-            .collect();
-        let body = json!({
-            "customer_id": self.customer_id,
-            "customer_email": self.customer_email,
-            "items": items,
-        });
-        match self.http.post(url).json(&body).send().await {
-            Ok(response) => {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                let placed = (status == reqwest::StatusCode::CREATED)
-                    .then(|| serde_json::from_str::<Placed>(&body).ok())
-                    .flatten()
-                    .map(|placed| placed.order_id);
-                (status.as_u16().to_string(), body, placed)
-            }
-            Err(error) if error.is_timeout() => {
-                ("bench timeout".to_owned(), error.to_string(), None)
-            }
-            Err(error) => ("transport error".to_owned(), error.to_string(), None),
-        }
-    }
-
     /// Waits until the provider got the confirmation of every order in `requests`, for at most
     /// `timeout` (not an error: the row says how many arrived).
     async fn wait_confirmations(
         &self,
         provider: &Provider,
         requests: &Requests,
+        calls_before: usize,
         timeout: Duration,
     ) -> anyhow::Result<Delivery> {
-        let calls_before = requests.provider_calls_before;
         let expected = requests.placed.len();
         let progress = Progress::start("confirmations delivered", expected);
         progress.waiting_for("notifications catching up");
@@ -708,18 +621,12 @@ fn comparisons(results: &Results) -> Vec<Comparison> {
             Comparison::lower(
                 measurement,
                 Unit::Millis,
-                millis(offloaded),
+                [millis(offloaded)],
                 Some(millis(inline)),
             )
         })
     };
-    let percent = |part: usize, whole: usize| {
-        if whole == 0 {
-            0.0
-        } else {
-            part as f64 * 100.0 / whole as f64
-        }
-    };
+    let percent = report::percent;
     let (offloaded, paused) = (&results.offloaded, &results.paused);
     let (delivered, paused_delivered) = (&results.delivery, &results.paused_delivery);
     let delivery = &results.delivery.after_answer;
@@ -737,36 +644,34 @@ fn comparisons(results: &Results) -> Vec<Comparison> {
         &results.paused.latency,
     ));
     rows.extend([
-        Comparison {
-            measurement: "POST /orders success",
-            unit: Unit::Percent,
-            offloaded: percent(
+        Comparison::higher(
+            "POST /orders success",
+            Unit::Percent,
+            [percent(
                 offloaded.succeeded + paused.succeeded,
                 offloaded.total + paused.total,
-            ),
-            inline: Some(results.inline.success_percent()),
-            higher_is_better: true,
-        },
-        Comparison {
-            measurement: "confirmations at the provider",
-            unit: Unit::Percent,
-            offloaded: percent(
+            )],
+            Some(results.inline.success_percent()),
+        ),
+        Comparison::higher(
+            "confirmations at the provider",
+            Unit::Percent,
+            [percent(
                 delivered.delivered + paused_delivered.delivered,
                 delivered.expected + paused_delivered.expected,
-            ),
-            inline: Some(results.inline.success_percent()),
-            higher_is_better: true,
-        },
+            )],
+            Some(results.inline.success_percent()),
+        ),
         Comparison::lower(
             "confirmation at the provider after the 201, p50",
             Unit::Millis,
-            millis(delivery.p50),
+            [millis(delivery.p50)],
             None,
         ),
         Comparison::lower(
             "confirmation at the provider after the 201, p99",
             Unit::Millis,
-            millis(delivery.p99),
+            [millis(delivery.p99)],
             None,
         ),
     ]);
@@ -786,12 +691,7 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
         format!("{verdict} ({factor:.1} x)")
     };
     vec![
-        format!(
-            "broker {}, PostgreSQL {}, run {}",
-            setup.bootstrap,
-            database::redact(&setup.database_server),
-            setup.run_id
-        ),
+        setup.run.describe(),
         format!(
             "provider: an axum handler in the bench that waits {} ms and answers 200 for the \
              run's notifications (recipient {}); it got {} calls, {} of them notifications of \
@@ -861,86 +761,14 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
     ]
 }
 
-/// One row: the offloaded side, and the inline side when it has the measurement.
+/// POST /orders with the confirmation offloaded to notifications, against sent inline.
 #[derive(Debug)]
-struct Comparison {
-    measurement: &'static str,
-    unit: Unit,
-    offloaded: f64,
-    inline: Option<f64>,
-    higher_is_better: bool,
+struct VsInline;
+
+impl Sides for VsInline {
+    const OURS: &'static [&'static str] = &["offloaded"];
+    const BASELINE: &'static str = "inline";
+    const RATIOS: &'static [&'static str] = &["ratio"];
 }
 
-impl Comparison {
-    fn lower(measurement: &'static str, unit: Unit, offloaded: f64, inline: Option<f64>) -> Self {
-        Self {
-            measurement,
-            unit,
-            offloaded,
-            inline,
-            higher_is_better: false,
-        }
-    }
-}
-
-impl Row for Comparison {
-    const COLUMNS: &'static [Column] = &[
-        Column::left("measurement"),
-        Column::left("unit"),
-        Column::right("offloaded"),
-        Column::right("inline"),
-        Column::right("ratio"),
-        Column::left("better"),
-    ];
-
-    fn cells(&self) -> Vec<String> {
-        let (inline, ratio) = match self.inline {
-            Some(inline) => (
-                self.unit.format(inline),
-                report::ratio(self.offloaded, inline),
-            ),
-            None => ("-".to_owned(), "-".to_owned()),
-        };
-        vec![
-            self.measurement.to_owned(),
-            self.unit.label().to_owned(),
-            self.unit.format(self.offloaded),
-            inline,
-            ratio,
-            if self.higher_is_better {
-                "higher"
-            } else {
-                "lower"
-            }
-            .to_owned(),
-        ]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rows_without_an_inline_value_have_no_ratio() {
-        let row = Comparison::lower("delay p99", Unit::Millis, 12.345, None);
-        assert_eq!(row.cells(), ["delay p99", "ms", "12.35", "-", "-", "lower"]);
-        let row = Comparison::lower("p99", Unit::Millis, 5.0, Some(110.0));
-        assert_eq!(
-            row.cells(),
-            ["p99", "ms", "5.00", "110.00", "0.05", "lower"]
-        );
-    }
-
-    #[test]
-    fn outcomes_are_listed_by_status() {
-        let requests = Requests {
-            total: 3,
-            succeeded: 2,
-            outcomes: BTreeMap::from([("201".to_owned(), 2), ("502".to_owned(), 1)]),
-            ..Requests::default()
-        };
-        assert_eq!(requests.outcomes(), "2 × 201, 1 × 502");
-        assert!((requests.success_percent() - 200.0 / 3.0).abs() < 1e-9);
-    }
-}
+type Comparison = report::Comparison<VsInline>;

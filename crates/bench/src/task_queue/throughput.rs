@@ -31,7 +31,11 @@ use tokio_util::sync::CancellationToken;
 use super::Setup;
 use crate::database;
 use crate::progress::Progress;
-use crate::report::{self, Column, Row};
+use crate::report::{
+    self,
+    Better::{Higher, Lower},
+    Unit,
+};
 use crate::stats;
 
 /// Connections in each side's pool: asyncron's worker holds one per running task, apalis uses
@@ -430,23 +434,23 @@ impl Engine {
             Mode::Batched => &setup.databases.asyncron_batched,
             Mode::Unbatched => &setup.databases.asyncron_unbatched,
         };
-        let pool = database::create(&setup.database_server, database, POOL_CONNECTIONS).await?;
+        let pool = database::create(&setup.run.database_server, database, POOL_CONNECTIONS).await?;
         task_queue::migrate(&pool).await?;
-        let config = KafkaConfig::new(setup.bootstrap.clone(), "asyncron-bench");
+        let config = KafkaConfig::new(setup.run.bootstrap.clone(), "asyncron-bench");
         let producer = Producer::new(&config)?;
         Ok(Self::Asyncron(Asyncron {
             mode,
             config,
             producer,
             pool,
-            run_id: setup.run_id.clone(),
+            run_id: setup.run.id.clone(),
         }))
     }
 
     /// A fresh database with apalis' schema.
     async fn apalis(setup: &Setup) -> anyhow::Result<Self> {
         let pool = database::create(
-            &setup.database_server,
+            &setup.run.database_server,
             &setup.databases.apalis,
             POOL_CONNECTIONS,
         )
@@ -456,7 +460,7 @@ impl Engine {
             .context("Failed to run apalis' migrations")?;
         Ok(Self::Apalis(Apalis {
             pool,
-            run_id: setup.run_id.clone(),
+            run_id: setup.run.id.clone(),
         }))
     }
 
@@ -692,43 +696,61 @@ impl<T> Sides<T> {
 
 fn comparisons(tasks: usize, measured: &Sides<Measured>) -> Vec<Comparison> {
     let rate = |elapsed: Duration| stats::per_second(tasks, elapsed);
+    let row = |better, measurement: &str, unit, values: Sides<f64>| {
+        Comparison::new(
+            measurement,
+            unit,
+            better,
+            [values.batched, values.unbatched],
+            Some(values.apalis),
+        )
+    };
+    let per_second = Unit::PerSecond("tasks/s");
     vec![
-        Comparison::higher(
+        row(
+            Higher,
             "end to end: first enqueue → last done",
-            Unit::PerSecond,
+            per_second,
             measured.map(|m| rate(m.live.total)),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "end to end: time for all tasks",
             Unit::Seconds,
             measured.map(|m| m.live.total.as_secs_f64()),
         ),
-        Comparison::higher(
+        row(
+            Higher,
             "enqueue, worker running",
-            Unit::PerSecond,
+            per_second,
             measured.map(|m| rate(m.live.enqueue)),
         ),
-        Comparison::higher(
+        row(
+            Higher,
             "enqueue, no worker",
-            Unit::PerSecond,
+            per_second,
             measured.map(|m| rate(m.backlog.enqueue)),
         ),
-        Comparison::higher(
+        row(
+            Higher,
             "handling a backlog: first → last done",
-            Unit::PerSecond,
+            per_second,
             measured.map(|m| rate(m.backlog.first_to_last)),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "handling a backlog: worker start → first task",
             Unit::Seconds,
             measured.map(|m| m.backlog.start_to_first.as_secs_f64()),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "end to end: last handled → last recorded done",
             Unit::Millis,
             measured.map(|m| m.live.settle.as_secs_f64() * 1_000.0),
         ),
-        Comparison::lower(
+        row(
+            Lower,
             "handling a backlog: last handled → last recorded done",
             Unit::Millis,
             measured.map(|m| m.backlog.settle.as_secs_f64() * 1_000.0),
@@ -746,9 +768,9 @@ fn notes(setup: &Setup, tasks: usize, measured: &Sides<Measured>) -> Vec<String>
         format!(
             "broker {}, PostgreSQL {}, run {}; each side has a fresh database ({}, {}, {}) and \
              a pool of {POOL_CONNECTIONS} connections",
-            setup.bootstrap,
-            database::redact(&setup.database_server),
-            setup.run_id,
+            setup.run.bootstrap,
+            database::redact(&setup.run.database_server),
+            setup.run.id,
             setup.databases.asyncron_batched,
             setup.databases.asyncron_unbatched,
             setup.databases.apalis,
@@ -794,134 +816,21 @@ fn notes(setup: &Setup, tasks: usize, measured: &Sides<Measured>) -> Vec<String>
     ]
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Unit {
-    PerSecond,
-    Seconds,
-    Millis,
-}
-
-impl Unit {
-    fn label(self) -> &'static str {
-        match self {
-            Self::PerSecond => "tasks/s",
-            Self::Seconds => "s",
-            Self::Millis => "ms",
-        }
-    }
-
-    fn format(self, value: f64) -> String {
-        match self {
-            Self::PerSecond => report::count(value),
-            Self::Seconds | Self::Millis => format!("{value:.2}"),
-        }
-    }
-}
-
-/// One row: the same measurement on both sides.
+/// asyncron's worker, batched and unbatched, against apalis.
 #[derive(Debug)]
-struct Comparison {
-    measurement: &'static str,
-    unit: Unit,
-    values: Sides<f64>,
-    higher_is_better: bool,
+struct VsApalis;
+
+impl report::Sides for VsApalis {
+    const OURS: &'static [&'static str] = &["asyncron, batched", "asyncron, unbatched"];
+    const BASELINE: &'static str = "apalis";
+    const RATIOS: &'static [&'static str] = &["ratio, batched", "ratio, unbatched"];
 }
 
-impl Comparison {
-    fn higher(measurement: &'static str, unit: Unit, values: Sides<f64>) -> Self {
-        Self {
-            measurement,
-            unit,
-            values,
-            higher_is_better: true,
-        }
-    }
-
-    fn lower(measurement: &'static str, unit: Unit, values: Sides<f64>) -> Self {
-        Self {
-            measurement,
-            unit,
-            values,
-            higher_is_better: false,
-        }
-    }
-}
-
-impl Row for Comparison {
-    const COLUMNS: &'static [Column] = &[
-        Column::left("measurement"),
-        Column::left("unit"),
-        Column::right("asyncron, batched"),
-        Column::right("asyncron, unbatched"),
-        Column::right("apalis"),
-        Column::right("ratio, batched"),
-        Column::right("ratio, unbatched"),
-        Column::left("better"),
-    ];
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.measurement.to_owned(),
-            self.unit.label().to_owned(),
-            self.unit.format(self.values.batched),
-            self.unit.format(self.values.unbatched),
-            self.unit.format(self.values.apalis),
-            report::ratio(self.values.batched, self.values.apalis),
-            report::ratio(self.values.unbatched, self.values.apalis),
-            if self.higher_is_better {
-                "higher"
-            } else {
-                "lower"
-            }
-            .to_owned(),
-        ]
-    }
-}
+type Comparison = report::Comparison<VsApalis>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rows_format_rates_and_times() {
-        let row = Comparison::higher(
-            "end to end",
-            Unit::PerSecond,
-            Sides {
-                batched: 12_345.6,
-                unbatched: 3_000.0,
-                apalis: 6_000.0,
-            },
-        );
-        assert_eq!(
-            row.cells(),
-            [
-                "end to end",
-                "tasks/s",
-                "12,346",
-                "3,000",
-                "6,000",
-                "2.06",
-                "0.50",
-                "higher"
-            ]
-        );
-        let row = Comparison::lower(
-            "start",
-            Unit::Seconds,
-            Sides {
-                batched: 3.0,
-                unbatched: 2.0,
-                apalis: 0.25,
-            },
-        );
-        assert_eq!(
-            row.cells(),
-            [
-                "start", "s", "3.00", "2.00", "0.25", "12.00", "8.00", "lower"
-            ]
-        );
-    }
 
     #[test]
     fn the_handled_count_remembers_the_first_task() {
