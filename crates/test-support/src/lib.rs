@@ -10,6 +10,7 @@ mod eventually;
 pub mod fuzz;
 mod names;
 pub mod shutdown;
+mod topic;
 
 pub use app::{TestApp, service_env};
 pub use broker::PrivateBroker;
@@ -18,3 +19,4 @@ pub use database::TestDatabase;
 pub use discovery::{kafka_bootstrap_servers, postgres_server_url};
 pub use eventually::{eventually, eventually_ok};
 pub use names::unique_name;
+pub use topic::{Published, TopicReader};

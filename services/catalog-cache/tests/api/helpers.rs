@@ -1,14 +1,11 @@
 //! The service under test and a typed client for its API, and a reader of the events it
 //! publishes.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use catalog_cache::{Application, Config};
-use kafka::{ConsumerBuilder, Handler, HandlerError, KafkaConfig, Message, RunningConsumer};
 use serde_json::Value;
-use test_support::{TestApp, TestDatabase};
-use tokio_util::sync::CancellationToken;
+use test_support::{Published, TestApp, TestDatabase, TopicReader};
 
 /// The topic of the contract, spelled out: a test of what other services subscribe to.
 pub const TOPIC: &str = "catalog-cache.products.v1";
@@ -165,114 +162,21 @@ pub async fn problem_body(response: reqwest::Response, expected_status: u16) -> 
     body
 }
 
-/// A message read back from `catalog-cache.products.v1`.
-#[derive(Debug, Clone)]
-pub struct Published {
-    pub message_type: String,
-    pub message_id: String,
-    /// `None` for a tombstone.
-    pub payload: Option<Value>,
-}
-
-/// Reads `catalog-cache.products.v1` from the beginning in a consumer group of its own, and
-/// keeps what it reads by key. The topic name is part of the contract, so every test shares
-/// it: tests use product ids of their own and look only at those keys.
-pub struct ProductEvents {
-    read: Arc<Mutex<Vec<(String, Published)>>>,
-    shutdown: CancellationToken,
-    consumer: Option<RunningConsumer>,
-}
+/// Reads `catalog-cache.products.v1` from the beginning; see [`TopicReader`]. The topic name is
+/// part of the contract, so every test shares it: tests use product ids of their own.
+pub struct ProductEvents(TopicReader);
 
 impl ProductEvents {
     pub async fn start() -> Self {
-        let config = KafkaConfig::new(
-            test_support::kafka_bootstrap_servers().await,
-            "catalog-cache-tests",
-        )
-        // A short session makes the group join quick.
-        .set("session.timeout.ms", "3000")
-        .set("heartbeat.interval.ms", "300");
-        let recorder = Recorder::default();
-        let read = Arc::clone(&recorder.read);
-        let shutdown = CancellationToken::new();
-        let consumer =
-            ConsumerBuilder::new(&config, test_support::unique_name("catalog-cache-test"))
-                // Provisioned by the service, which every test starts first.
-                .topic(TOPIC)
-                .start(recorder, shutdown.clone())
-                .await
-                .expect("the test consumer starts");
-        Self {
-            read,
-            shutdown,
-            consumer: Some(consumer),
-        }
+        Self(TopicReader::start(TOPIC, "catalog-cache-tests").await)
     }
 
-    /// Waits until `count` messages with key `product_id` were read and returns them in topic
-    /// order (the order of the product's revisions). More than `count` is a failure.
+    /// The `count` messages of `product_id` in topic order (the order of its revisions).
     pub async fn wait_for(&self, product_id: &str, count: usize) -> Vec<Published> {
-        let what = format!("{count} messages of product {product_id}");
-        let messages = test_support::eventually(EVENT_DEADLINE, &what, || async {
-            let messages = self.of(product_id);
-            (messages.len() >= count).then_some(messages)
-        })
-        .await;
-        assert_eq!(messages.len(), count, "{messages:#?}");
-        messages
+        self.0.wait_for(product_id, count, EVENT_DEADLINE).await
     }
 
-    fn of(&self, product_id: &str) -> Vec<Published> {
-        self.read
-            .lock()
-            .expect("recorder poisoned")
-            .iter()
-            .filter(|(key, _)| key == product_id)
-            .map(|(_, message)| message.clone())
-            .collect()
-    }
-
-    pub async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(consumer) = self.consumer.take() {
-            consumer
-                .wait()
-                .await
-                .expect("the test consumer stops cleanly");
-        }
-    }
-}
-
-impl Drop for ProductEvents {
-    // A test that fails before `stop` must not leave its consumer running.
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-#[derive(Clone, Default)]
-struct Recorder {
-    read: Arc<Mutex<Vec<(String, Published)>>>,
-}
-
-impl Handler for Recorder {
-    async fn handle(&self, message: &Message) -> Result<(), HandlerError> {
-        let key = message.key_str().unwrap_or_default().to_owned();
-        let payload = message
-            .payload
-            .as_deref()
-            .map(serde_json::from_slice)
-            .transpose()
-            .map_err(HandlerError::permanent)?;
-        let published = Published {
-            message_type: message.message_type().unwrap_or_default().to_owned(),
-            message_id: message.message_id().unwrap_or_default().to_owned(),
-            payload,
-        };
-        self.read
-            .lock()
-            .expect("recorder poisoned")
-            .push((key, published));
-        Ok(())
+    pub async fn stop(self) {
+        self.0.stop().await;
     }
 }
