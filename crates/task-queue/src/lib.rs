@@ -13,7 +13,9 @@ use sqlx::PgPool;
 
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use queue::{RetryLevels, TaskQueue, dlq_topic, queue_topics, retry_topic};
-pub use task::{Batching, Task, TaskContext, TaskError, TaskHandler, TaskOptions};
+pub use task::{
+    Batching, CallContext, CallOutHandler, Task, TaskContext, TaskError, TaskHandler, TaskOptions,
+};
 pub use wire::header;
 pub use worker::{RunningWorker, Worker};
 

@@ -1,5 +1,6 @@
-//! What a service writes: a [`Task`], its [`TaskHandler`], and the [`TaskError`] that says
-//! whether trying again can help.
+//! What a service writes: a [`Task`], its [`TaskHandler`] (or, for a task whose work is a slow
+//! call out of the service, its [`CallOutHandler`]), and the [`TaskError`] that says whether
+//! trying again can help.
 
 use std::future::Future;
 
@@ -129,12 +130,98 @@ pub trait TaskHandler<T: Task>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), TaskError>> + Send;
 }
 
+/// What the call step of a [`CallOutHandler`] gets besides the task: the same as
+/// [`TaskContext`], without a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallContext {
+    /// The same on every attempt, every redelivery and every replay of the task: give it to the
+    /// service you call as its idempotency key.
+    pub task_id: Uuid,
+    /// 1-based, counted across blocking attempts and retry levels.
+    pub attempt: u32,
+    /// As [`TaskContext::scheduled_for`].
+    pub scheduled_for: Option<DateTime<Utc>>,
+}
+
+/// Runs tasks of one type whose work is a call out of the service (an HTTP provider, say),
+/// in two steps, so that no database connection is held while the call waits. Register it
+/// with [`crate::Worker::register_call_out`].
+///
+/// 1. The worker checks, in one short statement, that the task was not done before (a
+///    redelivered task that was is skipped: no second call).
+/// 2. [`call`](Self::call) runs **with no connection held**, and returns what the call
+///    achieved: the outcome. A slow provider then ties up no more than a future; it cannot
+///    exhaust the pool that the service's requests and other tasks need.
+/// 3. [`record`](Self::record) writes the outcome through `ctx.conn`, in the transaction in which
+///    the worker records the execution and marks it completed, as [`TaskHandler::handle`] does:
+///    the record and "task done" commit together, once.
+///
+/// The call is made **at least once**: if the process dies, or `record` or the commit fails,
+/// after the call, the task runs again and `call` is made again, with the same
+/// [`CallContext::task_id`]. Send that id as the called service's idempotency key, so that it
+/// recognises the repeat. Two copies of one task running at the same moment (a duplicate on
+/// another partition) may both call; one of them records.
+///
+/// Errors of either step are task failures like a [`TaskHandler`]'s: a retryable one goes
+/// through the retry levels, a permanent one (or a panic) to the dead-letter topic, and what
+/// `record` wrote rolls back.
+///
+/// ```
+/// use task_queue::{CallContext, CallOutHandler, Task, TaskContext, TaskError};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct SendOrderConfirmation { order_id: uuid::Uuid }
+/// impl Task for SendOrderConfirmation { const NAME: &'static str = "SendOrderConfirmation"; }
+///
+/// struct SendConfirmations;
+///
+/// impl CallOutHandler<SendOrderConfirmation> for SendConfirmations {
+///     /// What `record` needs of the call.
+///     type Outcome = uuid::Uuid;
+///
+///     async fn call(&self, task: SendOrderConfirmation, ctx: &CallContext) -> Result<uuid::Uuid, TaskError> {
+///         // The provider's call would go here, with `ctx.task_id` as its idempotency key.
+///         Ok(task.order_id)
+///     }
+///
+///     async fn record(&self, order_id: uuid::Uuid, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+///         sqlx::query("INSERT INTO sent_confirmations (order_id) VALUES ($1)")
+///             .bind(order_id)
+///             .execute(&mut *ctx.conn)
+///             .await
+///             .map_err(anyhow::Error::from)?; // retryable: the call is made again
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait CallOutHandler<T: Task>: Send + Sync + 'static {
+    /// What the call achieved, handed to [`record`](Self::record).
+    type Outcome: Send + 'static;
+
+    /// The outside call. No database connection is held while it runs; one that it needs (a
+    /// short read to prepare the call) it takes from a pool of its own and gives back before
+    /// it calls out.
+    fn call(
+        &self,
+        task: T,
+        ctx: &CallContext,
+    ) -> impl Future<Output = Result<Self::Outcome, TaskError>> + Send;
+
+    /// Records the outcome through `ctx.conn`, the transaction that marks the task done.
+    fn record(
+        &self,
+        outcome: Self::Outcome,
+        ctx: &mut TaskContext<'_>,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send;
+}
+
 /// Limits for one task type, per worker (i.e. per process: with three replicas the queue as a
 /// whole runs up to three times as much).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TaskOptions {
     /// At most this many tasks of the type run at once. `None`: as many as the consumer hands
-    /// out (each holds a database connection, so the pool size bounds it in practice).
+    /// out (a [`TaskHandler`]'s task holds a database connection, so the pool size bounds it in
+    /// practice; a [`CallOutHandler`]'s holds one only briefly, before and after its call).
     pub concurrency: Option<usize>,
     /// At most this many tasks of the type start per second, with bursts of up to one
     /// second's worth. `None`: no limit.

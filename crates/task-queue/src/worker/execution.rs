@@ -1,6 +1,9 @@
 //! Running a task in its execution transaction: record the execution in `task_executions`, run
 //! the handler, commit both or neither. One task per transaction here; [`super::batch`] runs
-//! several in one.
+//! several in one. A call-out task ([`run_call_out`]) makes its call before that transaction,
+//! with no connection held, and records the outcome in it.
+
+use std::time::Instant;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -8,8 +11,8 @@ use kafka::HandlerError;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::registered::{Registered, Run};
-use crate::{TaskContext, TaskError};
+use super::registered::{ErasedCallOut, Registered, Run};
+use crate::{CallContext, TaskContext, TaskError};
 
 /// One run in a transaction of its own: record the execution and run the handler. Success
 /// commits both; failure rolls back both. `Err` means the outcome is not decided (the database
@@ -56,6 +59,94 @@ pub(super) async fn run_alone(
             // Undo what the handler wrote, the execution record included, so that the next
             // attempt runs. A rollback that fails is no worse: the transaction ends with its
             // connection either way.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "failed to roll back a failed task");
+            }
+            Ok(Run::Failed(error))
+        }
+    }
+}
+
+/// One run of a call-out task: a check that it was not done before, its call with no
+/// connection held, then, in a transaction of its own, the execution record, the handler's
+/// record of the outcome and the completion, committed together. `Err` means the outcome is not
+/// decided (the database failed): nothing was committed, and the task runs again, call
+/// included, with the same task id.
+pub(super) async fn run_call_out(
+    pool: &PgPool,
+    task: &Registered,
+    handler: &dyn ErasedCallOut,
+    task_id: Uuid,
+    attempt: u32,
+    scheduled_for: Option<DateTime<Utc>>,
+    payload: &[u8],
+) -> Result<Run, HandlerError> {
+    // A task done before is not called again. One statement on a connection that goes back to
+    // the pool before the call; the claim below settles the race with a concurrent copy.
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT task_name FROM task_executions WHERE task_id = $1")
+            .bind(task_id)
+            .fetch_optional(pool)
+            .await
+            .context("Failed to look up the task's execution")?;
+    match recorded {
+        None => {}
+        Some(name) if name == task.name => {
+            task.report(&Run::AlreadyDone);
+            return Ok(Run::AlreadyDone);
+        }
+        Some(other) => return Ok(Run::Failed(taken_by(task_id, &other))),
+    }
+
+    let started = Instant::now();
+    let call = CallContext {
+        task_id,
+        attempt,
+        scheduled_for,
+    };
+    let outcome = match Registered::call_out(handler, payload, &call).await {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            task.record_duration(started);
+            return Ok(Run::Failed(error));
+        }
+    };
+
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin the task transaction")?;
+    let claims = claim(&mut tx, task.name, &[(task_id, attempt)]).await?;
+    match claims.into_iter().next().expect("one claim per task") {
+        Claim::Claimed => {}
+        Claim::AlreadyDone => {
+            // A copy of the task that ran at the same time recorded it first; this run's call
+            // went out too, with the same task id for the provider to recognise.
+            task.record_duration(started);
+            task.report(&Run::AlreadyDone);
+            return Ok(Run::AlreadyDone);
+        }
+        Claim::TakenBy(other) => return Ok(Run::Failed(taken_by(task_id, &other))),
+    }
+    let mut ctx = TaskContext {
+        task_id,
+        attempt,
+        scheduled_for,
+        conn: &mut tx,
+    };
+    let recorded = Registered::record_outcome(handler, outcome, &mut ctx).await;
+    task.record_duration(started);
+    match recorded {
+        Ok(()) => {
+            complete(&mut tx, &[task_id]).await?;
+            tx.commit()
+                .await
+                .context("Failed to commit the task transaction")?;
+            task.report(&Run::Succeeded);
+            Ok(Run::Succeeded)
+        }
+        Err(error) => {
+            // As in `run_alone`: nothing of this run stays, so the next attempt calls again.
             if let Err(rollback) = tx.rollback().await {
                 tracing::warn!(error = %rollback, "failed to roll back a failed task");
             }

@@ -14,9 +14,9 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::batch::Batcher;
-use super::execution::run_alone;
+use super::execution::{run_alone, run_call_out};
 use super::limits::Stopping;
-use super::registered::{Registered, Run};
+use super::registered::{HandlerKind, Registered, Run};
 use crate::queue::{dlq_topic, retry_topic};
 use crate::wire::{Envelope, FailedTask, id_for_coordinates};
 use crate::{RetryLevels, TaskError};
@@ -148,6 +148,7 @@ impl LevelHandler {
 
     /// One run: wait for the limits, then record the execution and run the handler in one
     /// transaction, the task's own or its batch's. Success commits both; failure rolls back both.
+    /// A call-out task makes its call first, before its transaction, within the same limits.
     async fn run(
         &self,
         task_type: &TaskType,
@@ -168,6 +169,18 @@ impl LevelHandler {
             task.metrics.age_at_start.record(age.as_secs_f64());
         }
         let pool = &self.shared.pool;
+        if let HandlerKind::CallOut(handler) = &task.handler {
+            return run_call_out(
+                pool,
+                task,
+                handler.as_ref(),
+                task_id,
+                attempt,
+                envelope.scheduled_for,
+                payload,
+            )
+            .await;
+        }
         match &task_type.batcher {
             Some(batcher) => {
                 batcher

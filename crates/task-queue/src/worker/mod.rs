@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dead_letters::DeadLetterIndex;
 use crate::queue::queue_topics;
-use crate::{RetryLevels, Task, TaskHandler, TaskOptions};
+use crate::{CallOutHandler, RetryLevels, Task, TaskHandler, TaskOptions};
 use batch::Batcher;
 use level::{LevelHandler, Shared, TaskType};
 use limits::Limits;
-use registered::{ErasedHandler, Registered, Typed};
+use registered::{HandlerKind, Registered, Typed, TypedCallOut};
 
 /// How the consumer runtime treats a message whose handling failed for a reason *other* than the
 /// task: the database refused the execution transaction, a retry or dead-letter publish failed,
@@ -68,6 +68,8 @@ pub struct Worker {
     topic: String,
     retry: RetryLevels,
     tasks: HashMap<&'static str, Registration>,
+    /// Task types whose limits count their tasks together ([`Worker::shared_limits`]).
+    shared_limits: Vec<(Vec<&'static str>, TaskOptions)>,
     dead_letters: Option<DeadLetterStore>,
     /// The service's producer, when it gave one ([`Worker::producer`]).
     producer: Option<Producer>,
@@ -102,6 +104,7 @@ impl Worker {
             topic: queue_topic.into(),
             retry: RetryLevels::default(),
             tasks: HashMap::new(),
+            shared_limits: Vec::new(),
             dead_letters: None,
             producer: None,
             problems: Vec::new(),
@@ -132,19 +135,60 @@ impl Worker {
     }
 
     /// Runs tasks of type `T` with `handler`, within `options`' limits. One handler per type.
-    pub fn register<T: Task, H: TaskHandler<T>>(
+    pub fn register<T: Task, H: TaskHandler<T>>(self, handler: H, options: TaskOptions) -> Self {
+        let handler = HandlerKind::InTransaction(Box::new(Typed {
+            handler,
+            task: PhantomData::<fn() -> T>,
+        }));
+        self.add(T::NAME, Registration { handler, options })
+    }
+
+    /// Runs tasks of type `T` with a [`CallOutHandler`]: its call with no database connection
+    /// held, its record in the transaction that marks the task done. For tasks whose work is a
+    /// slow call out of the service: any number of them can wait on the call at once (up to
+    /// `options.concurrency`), whatever the size of the pool. One handler per type.
+    ///
+    /// Always one transaction per task: `options.batch` must be `None` (`start` fails
+    /// otherwise), because the calls must not wait for each other in a batch and the records
+    /// are short.
+    pub fn register_call_out<T: Task, H: CallOutHandler<T>>(
         mut self,
         handler: H,
         options: TaskOptions,
     ) -> Self {
-        let handler: Box<dyn ErasedHandler> = Box::new(Typed {
+        if options.batch.is_some() {
+            self.problems.push(format!(
+                "task type `{}` has a call-out handler, which runs one task per transaction: \
+                 leave `batch` at None",
+                T::NAME
+            ));
+        }
+        let handler = HandlerKind::CallOut(Box::new(TypedCallOut {
             handler,
             task: PhantomData::<fn() -> T>,
-        });
-        let registration = Registration { handler, options };
-        if self.tasks.insert(T::NAME, registration).is_some() {
+        }));
+        self.add(T::NAME, Registration { handler, options })
+    }
+
+    /// The task types `names` share one set of limits: at most `options.concurrency` of their
+    /// tasks run at once and `options.rate_limit_per_sec` start per second, counted together
+    /// (e.g. every task type that calls the same provider). Each must be registered, with no
+    /// limits of its own; `options.batch` is not used here (it belongs to each type's own
+    /// options). `start` fails otherwise.
+    pub fn shared_limits(mut self, names: &[&'static str], options: TaskOptions) -> Self {
+        if options.batch.is_some() {
+            self.problems.push(format!(
+                "the shared limits of {names:?} set `batch`, which is a task type's own option"
+            ));
+        }
+        self.shared_limits.push((names.to_vec(), options));
+        self
+    }
+
+    fn add(mut self, name: &'static str, registration: Registration) -> Self {
+        if self.tasks.insert(name, registration).is_some() {
             self.problems
-                .push(format!("task type `{}` is registered twice", T::NAME));
+                .push(format!("task type `{name}` is registered twice"));
         }
         self
     }
@@ -166,20 +210,7 @@ impl Worker {
             self.retry.blocking_attempts >= 1,
             "blocking_attempts must be at least 1 (1 means no blocking retry)"
         );
-        let mut tasks = HashMap::new();
-        for (name, registration) in self.tasks {
-            let options = registration.options;
-            let invalid = || format!("invalid options for task type `{name}`");
-            let limits = Limits::new(options).with_context(invalid)?;
-            let batcher = options
-                .batch
-                .map(Batcher::new)
-                .transpose()
-                .with_context(invalid)?;
-            let retry_levels = self.retry.delays.len();
-            let task = Registered::new(name, registration.handler, limits, retry_levels);
-            tasks.insert(name, TaskType { task, batcher });
-        }
+        let tasks = task_types(self.tasks, &self.shared_limits, self.retry.delays.len())?;
 
         let producer = match self.producer {
             Some(producer) => producer,
@@ -302,6 +333,53 @@ impl RunningWorker {
 
 /// A registered handler and its options, before `start` turns them into running limits.
 struct Registration {
-    handler: Box<dyn ErasedHandler>,
+    handler: HandlerKind,
     options: TaskOptions,
+}
+
+/// The registered task types as the worker runs them: each with its limits (its own, or a
+/// group's from [`Worker::shared_limits`]) and its batcher.
+fn task_types(
+    registrations: HashMap<&'static str, Registration>,
+    groups: &[(Vec<&'static str>, TaskOptions)],
+    retry_levels: usize,
+) -> anyhow::Result<HashMap<&'static str, TaskType>> {
+    let mut shared_limits = HashMap::new();
+    for (names, options) in groups {
+        let limits = Arc::new(
+            Limits::new(*options).with_context(|| format!("invalid shared limits of {names:?}"))?,
+        );
+        for name in names {
+            let registration = registrations.get(name).with_context(|| {
+                format!("task type `{name}` has shared limits but no handler registered")
+            })?;
+            anyhow::ensure!(
+                registration.options.concurrency.is_none()
+                    && registration.options.rate_limit_per_sec.is_none(),
+                "task type `{name}` has shared limits and limits of its own: give it one or the \
+                 other"
+            );
+            anyhow::ensure!(
+                shared_limits.insert(*name, limits.clone()).is_none(),
+                "task type `{name}` is in two groups of shared limits"
+            );
+        }
+    }
+    let mut tasks = HashMap::new();
+    for (name, registration) in registrations {
+        let options = registration.options;
+        let invalid = || format!("invalid options for task type `{name}`");
+        let limits = match shared_limits.get(name) {
+            Some(limits) => limits.clone(),
+            None => Arc::new(Limits::new(options).with_context(invalid)?),
+        };
+        let batcher = options
+            .batch
+            .map(Batcher::new)
+            .transpose()
+            .with_context(invalid)?;
+        let task = Registered::new(name, registration.handler, limits, retry_levels);
+        tasks.insert(name, TaskType { task, batcher });
+    }
+    Ok(tasks)
 }

@@ -3,32 +3,35 @@
 //! and levels all use these; this module uses none of them, so imports point one way:
 //! `level` → `batch` → `execution` → `registered`.
 
+use std::any::Any;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt as _;
 
 use super::limits::Limits;
-use crate::{Task, TaskContext, TaskError, TaskHandler};
+use crate::{CallContext, CallOutHandler, Task, TaskContext, TaskError, TaskHandler};
 
 /// A task type as the worker runs it: its handler, its limits (shared by all levels) and its
 /// metric handles, registered once rather than per message. Its batcher, if it opted into
 /// batching, sits beside it in [`super::level::TaskType`]: the batcher runs `Registered`s.
 pub(super) struct Registered {
     pub(super) name: &'static str,
-    pub(super) handler: Box<dyn ErasedHandler>,
-    pub(super) limits: Limits,
+    pub(super) handler: HandlerKind,
+    /// Its own, or shared with other task types ([`super::Worker::shared_limits`]).
+    pub(super) limits: Arc<Limits>,
     pub(super) metrics: TaskMetrics,
 }
 
 impl Registered {
     pub(super) fn new(
         name: &'static str,
-        handler: Box<dyn ErasedHandler>,
-        limits: Limits,
+        handler: HandlerKind,
+        limits: Arc<Limits>,
         retry_levels: usize,
     ) -> Self {
         Self {
@@ -64,16 +67,62 @@ impl Registered {
         payload: &[u8],
         ctx: &mut TaskContext<'_>,
     ) -> Result<(), TaskError> {
+        let HandlerKind::InTransaction(handler) = &self.handler else {
+            // `Worker::start` refuses batching for call-out types and the level handler runs
+            // them with `run_call_out`, so this is a bug in the worker, not in the task.
+            return Err(TaskError::permanent(anyhow::anyhow!(
+                "the call-out task type `{}` was run as a transactional one",
+                self.name
+            )));
+        };
         let started = Instant::now();
-        let result = AssertUnwindSafe(self.handler.handle(payload, ctx))
+        let result = AssertUnwindSafe(handler.handle(payload, ctx))
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| Err(TaskError::permanent(panicked(&*panic))));
+        self.record_duration(started);
+        result
+    }
+
+    /// The call step of a call-out handler, with a panic caught as in [`Self::call`].
+    pub(super) async fn call_out(
+        handler: &dyn ErasedCallOut,
+        payload: &[u8],
+        ctx: &CallContext,
+    ) -> Result<Outcome, TaskError> {
+        AssertUnwindSafe(handler.call(payload, ctx))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(TaskError::permanent(panicked(&*panic))))
+    }
+
+    /// The record step of a call-out handler, with a panic caught as in [`Self::call`].
+    pub(super) async fn record_outcome(
+        handler: &dyn ErasedCallOut,
+        outcome: Outcome,
+        ctx: &mut TaskContext<'_>,
+    ) -> Result<(), TaskError> {
+        AssertUnwindSafe(handler.record(outcome, ctx))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(TaskError::permanent(panicked(&*panic))))
+    }
+
+    /// `task_handler_duration_seconds`: the handler's time, for a call-out handler both steps.
+    pub(super) fn record_duration(&self, started: Instant) {
         self.metrics
             .handler_duration
             .record(started.elapsed().as_secs_f64());
-        result
     }
+}
+
+/// How a task type's handler runs.
+pub(super) enum HandlerKind {
+    /// A [`TaskHandler`]: all of it in the execution transaction (alone or in a batch).
+    InTransaction(Box<dyn ErasedHandler>),
+    /// A [`CallOutHandler`]: the call with no connection, then the record in the execution
+    /// transaction (always alone).
+    CallOut(Box<dyn ErasedCallOut>),
 }
 
 pub(super) struct TaskMetrics {
@@ -145,16 +194,77 @@ impl<T: Task, H: TaskHandler<T>> ErasedHandler for Typed<T, H> {
         ctx: &'a mut TaskContext<'_>,
     ) -> BoxFuture<'a, Result<(), TaskError>> {
         Box::pin(async move {
-            // A payload that does not decode never will: no retry can help.
-            let task: T = serde_json::from_slice(payload).map_err(|error| {
-                TaskError::permanent(
-                    anyhow::Error::new(error)
-                        .context(format!("the payload is not a valid {} task", T::NAME)),
-                )
-            })?;
+            let task = decode::<T>(payload)?;
             self.handler.handle(task, ctx).await
         })
     }
+}
+
+/// What a call-out handler's call achieved, without its type; [`ErasedCallOut::record`] gives
+/// it its type back.
+pub(super) struct Outcome(Box<dyn Any + Send>);
+
+/// A [`CallOutHandler`] without its task type, as [`ErasedHandler`] is a [`TaskHandler`].
+pub(super) trait ErasedCallOut: Send + Sync + 'static {
+    fn call<'a>(
+        &'a self,
+        payload: &'a [u8],
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Outcome, TaskError>>;
+
+    fn record<'a>(
+        &'a self,
+        outcome: Outcome,
+        ctx: &'a mut TaskContext<'_>,
+    ) -> BoxFuture<'a, Result<(), TaskError>>;
+}
+
+pub(super) struct TypedCallOut<T, H> {
+    pub(super) handler: H,
+    /// As in [`Typed`].
+    pub(super) task: PhantomData<fn() -> T>,
+}
+
+impl<T: Task, H: CallOutHandler<T>> ErasedCallOut for TypedCallOut<T, H> {
+    fn call<'a>(
+        &'a self,
+        payload: &'a [u8],
+        ctx: &'a CallContext,
+    ) -> BoxFuture<'a, Result<Outcome, TaskError>> {
+        Box::pin(async move {
+            let task = decode::<T>(payload)?;
+            let outcome = self.handler.call(task, ctx).await?;
+            Ok(Outcome(Box::new(outcome)))
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        outcome: Outcome,
+        ctx: &'a mut TaskContext<'_>,
+    ) -> BoxFuture<'a, Result<(), TaskError>> {
+        Box::pin(async move {
+            // The outcome comes from this handler's own `call`, so it is always its type; a
+            // mismatch would be a bug in the worker, reported rather than a panic.
+            let outcome = outcome.0.downcast::<H::Outcome>().map_err(|_| {
+                TaskError::permanent(anyhow::anyhow!(
+                    "the outcome of a {} call is not the handler's outcome type",
+                    T::NAME
+                ))
+            })?;
+            self.handler.record(*outcome, ctx).await
+        })
+    }
+}
+
+/// A payload that does not decode never will: no retry can help.
+fn decode<T: Task>(payload: &[u8]) -> Result<T, TaskError> {
+    serde_json::from_slice(payload).map_err(|error| {
+        TaskError::permanent(
+            anyhow::Error::new(error)
+                .context(format!("the payload is not a valid {} task", T::NAME)),
+        )
+    })
 }
 
 pub(super) fn panicked(panic: &(dyn std::any::Any + Send)) -> anyhow::Error {

@@ -254,6 +254,15 @@ impl Setup {
             .expect("count effects")
     }
 
+    /// The effects recorded for values `LIKE pattern`.
+    pub async fn effects_like(&self, pattern: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM effects WHERE value LIKE $1")
+            .bind(pattern)
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("count effects")
+    }
+
     /// Waits until `value` has an effect, then returns how many it has.
     pub async fn wait_for_effect(&self, value: &str) -> i64 {
         eventually(DEADLINE, &format!("the effect of {value}"), || async {
