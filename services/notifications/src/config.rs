@@ -18,6 +18,15 @@ const DEFAULT_RETRY_DELAYS: [Duration; 3] = [
     Duration::from_mins(1),
 ];
 const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deliveries waiting on the provider at once. A waiting delivery holds no database connection
+/// (see `workers`), only a future and an HTTP connection, so this can be far above the pool's
+/// size: with a provider that answers in 100 ms, 256 allow about 2,500 deliveries a second.
+const DEFAULT_CONCURRENCY: u32 = 256;
+/// The most `NOTIFY_CONCURRENCY` allows: each delivery in flight holds a socket to the provider,
+/// and a process has some thousands of file descriptors.
+const MAX_CONCURRENCY: u32 = 10_000;
+/// The most `NOTIFY_RATE_LIMIT` allows, in deliveries per second; 0 means no limit.
+const MAX_RATE_LIMIT: u32 = 100_000;
 /// 06:00:00 every day: croner's syntax with a leading seconds field.
 const DEFAULT_DIGEST_CRON: &str = "0 0 6 * * *";
 const DEFAULT_DIGEST_TIMEZONE: &str = "UTC";
@@ -40,6 +49,13 @@ pub struct Config {
     /// level before its next attempt. After the last level it goes to the dead-letter topic.
     pub retry_delays: Vec<Duration>,
     pub provider: ProviderConfig,
+    /// `NOTIFY_CONCURRENCY` (default 256, 1 to 10,000): at most this many deliveries (every
+    /// notification task type and the digest, counted together) wait on the provider at once,
+    /// per replica.
+    pub concurrency: u32,
+    /// `NOTIFY_RATE_LIMIT` (default 0, no limit; at most 100,000): at most this many deliveries
+    /// start per second, per replica, with bursts of up to one second's worth. `None` when 0.
+    pub rate_limit: Option<u32>,
     /// `ADMIN_ROUTES` and `ADMIN_TOKEN`: the dead-letter and schedule admin endpoints and their
     /// bearer token.
     pub admin: AdminConfig,
@@ -57,6 +73,13 @@ impl Config {
             tasks_topic: env.string_or("NOTIFY_TASKS_TOPIC", DEFAULT_TASKS_TOPIC),
             retry_delays: retry_delays(env)?,
             provider: ProviderConfig::from_env(env)?,
+            concurrency: env.count_in_or(
+                "NOTIFY_CONCURRENCY",
+                DEFAULT_CONCURRENCY,
+                1..=MAX_CONCURRENCY,
+            )?,
+            rate_limit: Some(env.count_in_or("NOTIFY_RATE_LIMIT", 0, 0..=MAX_RATE_LIMIT)?)
+                .filter(|&rate| rate > 0),
             admin: AdminConfig::from_env(env)?,
             digest: DigestConfig::from_env(env)?,
             retention: RetentionConfig::from_env(env)?,
@@ -194,6 +217,8 @@ mod tests {
             ]
         );
         assert_eq!(config.provider, ProviderConfig::Log);
+        assert_eq!(config.concurrency, 256);
+        assert_eq!(config.rate_limit, None);
         assert_eq!(
             config.digest,
             DigestConfig {
@@ -266,6 +291,27 @@ mod tests {
     }
 
     #[test]
+    fn delivery_limits_are_read_and_a_rate_limit_of_0_is_none() {
+        let config = Config::from_env(&env(&[
+            TOKEN,
+            ("NOTIFY_CONCURRENCY", "10000"),
+            ("NOTIFY_RATE_LIMIT", "50"),
+        ]))
+        .unwrap();
+        assert_eq!(config.concurrency, 10_000);
+        assert_eq!(config.rate_limit, Some(50));
+
+        let config = Config::from_env(&env(&[
+            TOKEN,
+            ("NOTIFY_CONCURRENCY", "1"),
+            ("NOTIFY_RATE_LIMIT", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(config.concurrency, 1);
+        assert_eq!(config.rate_limit, None);
+    }
+
+    #[test]
     fn admin_routes_need_a_token_unless_they_are_disabled() {
         let error = Config::from_env(&env(&[])).unwrap_err().to_string();
         assert!(error.contains("ADMIN_TOKEN"), "{error}");
@@ -315,6 +361,12 @@ mod tests {
                 "NOTIFY_RETRY_DELAYS",
             ),
             (&[("NOTIFY_RETRY_DELAYS", "1")][..], "NOTIFY_RETRY_DELAYS"),
+            (&[("NOTIFY_CONCURRENCY", "0")][..], "NOTIFY_CONCURRENCY"),
+            (&[("NOTIFY_CONCURRENCY", "10001")][..], "NOTIFY_CONCURRENCY"),
+            (&[("NOTIFY_CONCURRENCY", "many")][..], "NOTIFY_CONCURRENCY"),
+            (&[("NOTIFY_RATE_LIMIT", "-1")][..], "NOTIFY_RATE_LIMIT"),
+            (&[("NOTIFY_RATE_LIMIT", "100001")][..], "NOTIFY_RATE_LIMIT"),
+            (&[("NOTIFY_RATE_LIMIT", "2.5")][..], "NOTIFY_RATE_LIMIT"),
             (&[("ADMIN_ROUTES", "yes")][..], "ADMIN_ROUTES"),
             (
                 &[("DIGEST_TIMEZONE", "Mars/Olympus")][..],

@@ -11,3 +11,4 @@ mod helpers;
 mod notifications;
 mod retention;
 mod shutdown;
+mod slow_provider;
