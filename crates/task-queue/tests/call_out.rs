@@ -1,7 +1,7 @@
 //! Call-out handlers (`Worker::register_call_out`): the call runs with no database connection
 //! held, the record commits with the execution, a task done before is not called again, and a
-//! record or commit that fails after the call leads to a second call with the same task id and
-//! one record in the end.
+//! record or commit that fails after the call, or a crash there, leads to a second call with the
+//! same task id and one record in the end.
 
 mod common;
 
@@ -35,6 +35,8 @@ enum Fault {
     /// Swallows a database error and reports success, so the transaction cannot commit: the
     /// outcome is undecided and the message is retried in place.
     BreakCommit,
+    /// Never finishes: for killing the worker between the call and the commit.
+    Hang,
 }
 
 /// A call-out handler for `Job`: its call is recorded (and waits for `gate`, when there is
@@ -54,6 +56,8 @@ struct Caller {
     faults: Arc<Mutex<Vec<(String, Fault)>>>,
     /// Simulated time of a call.
     work: Duration,
+    /// Records that hang right now (`Fault::Hang`).
+    hanging: Arc<AtomicUsize>,
 }
 
 impl Caller {
@@ -127,6 +131,10 @@ impl CallOutHandler<Job> for Caller {
                     .await;
                 assert!(failed.is_err(), "the statement is meant to fail");
                 Ok(())
+            }
+            Some(Fault::Hang) => {
+                self.hanging.fetch_add(1, Ordering::SeqCst);
+                std::future::pending().await
             }
         }
     }
@@ -296,6 +304,49 @@ async fn a_failed_commit_calls_again_with_the_same_task_id_and_records_once() {
     );
     assert_eq!(setup.effects("flaky-commit").await, 1);
     assert!(setup.execution(task_id).await.is_some());
+}
+
+/// A crash between the call and the commit, as the process dying there would: the task comes
+/// again after the restart and is called again, with the same task id, and recorded once.
+#[tokio::test]
+async fn a_worker_killed_between_call_and_commit_calls_again_with_the_same_task_id() {
+    let setup = Setup::new().await;
+    let handler = Caller::default().fault_once("interrupted", Fault::Hang);
+    let first = setup
+        .start_worker(setup.call_out_worker(
+            setup.db.pool.clone(),
+            handler.clone(),
+            TaskOptions::default(),
+        ))
+        .await;
+
+    let task_id = setup.enqueue(&Job::new("interrupted")).await;
+    eventually(DEADLINE, "the record to hang after the call", || async {
+        (handler.hanging.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    // The call was made and the effect written, not committed.
+    first.worker.kill().await;
+    let second = setup
+        .start_worker(setup.call_out_worker(
+            setup.db.pool.clone(),
+            handler.clone(),
+            TaskOptions::default(),
+        ))
+        .await;
+    assert_eq!(setup.wait_for_effect("interrupted").await, 1);
+    second.stop().await;
+
+    let calls = handler.calls_of("interrupted");
+    assert_eq!(
+        calls
+            .iter()
+            .map(|call| (call.task_id, call.attempt))
+            .collect::<Vec<_>>(),
+        [(task_id, 1), (task_id, 1)],
+        "called again after the restart, with the same task id; a crash is not a failed attempt"
+    );
+    assert_eq!(setup.effects("interrupted").await, 1);
 }
 
 #[tokio::test]
