@@ -56,6 +56,9 @@ const ITEMS: usize = 3;
 const WARM_UP: usize = 50;
 /// The issue's goal: the offloaded p99 this many times lower than the inline one.
 const P99_GOAL: f64 = 10.0;
+/// The issue's goal for notifications: confirmations delivered per second to a provider that
+/// answers in [`PROVIDER_DELAY`], measured on the backlog of the paused batch.
+const DELIVERY_GOAL: f64 = 2_000.0;
 
 /// How long orders may take to join its consumer group and project the seeded products.
 const SEED_TIMEOUT: Duration = Duration::from_mins(2);
@@ -756,6 +759,19 @@ fn notes(setup: &Setup, samples: usize, results: &Results) -> Vec<String> {
              delivering on the same cores {}; with notifications paused {}",
             goal(&results.offloaded.latency),
             goal(&results.paused.latency),
+        ),
+        format!(
+            "goal: notifications delivers >= {} confirmations per second to a provider that \
+             answers in {} ms (the paused batch's backlog, first to last delivery): {} ({} per \
+             second)",
+            report::count(DELIVERY_GOAL),
+            PROVIDER_DELAY.as_millis(),
+            if results.paused_delivery.rate >= DELIVERY_GOAL {
+                "met"
+            } else {
+                "NOT met"
+            },
+            report::count(results.paused_delivery.rate),
         ),
         "ratio = offloaded / inline; `better` says which direction is an improvement".to_owned(),
     ]
