@@ -14,7 +14,7 @@ mod topic;
 
 pub use app::{TestApp, service_env};
 pub use broker::PrivateBroker;
-pub use contracts::{contract_event, contract_example};
+pub use contracts::{contract_event, contract_example, shape, shape_differences};
 pub use database::TestDatabase;
 pub use discovery::{kafka_bootstrap_servers, postgres_server_url};
 pub use eventually::{eventually, eventually_ok};

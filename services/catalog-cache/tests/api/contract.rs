@@ -1,7 +1,6 @@
 //! The published events against the contract in `docs/contracts/catalog-cache.products.v1.md`,
 //! whose example messages consumers' tests decode.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use integration_events::EventEnvelope;
@@ -24,53 +23,6 @@ fn example(file: &str) -> Value {
         .unwrap_or_else(|error| panic!("cannot read {}: {error}", path.display()));
     serde_json::from_str(&text)
         .unwrap_or_else(|error| panic!("{} is not JSON: {error}", path.display()))
-}
-
-/// The name of a value's JSON type.
-fn json_type(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(number) if number.is_f64() => "number",
-        Value::Number(_) => "integer",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// Where `actual` differs in shape from `expected`, ignoring values: a field missing on either
-/// side, or a field of another JSON type. Arrays are compared by their first elements.
-fn shape_differences(expected: &Value, actual: &Value, path: &str, differences: &mut Vec<String>) {
-    match (expected, actual) {
-        (Value::Object(expected), Value::Object(actual)) => {
-            let names: BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
-            for name in names {
-                let field = format!("{path}.{name}");
-                match (expected.get(name), actual.get(name)) {
-                    (Some(expected), Some(actual)) => {
-                        shape_differences(expected, actual, &field, differences);
-                    }
-                    (Some(_), None) => differences.push(format!("{field}: not published")),
-                    (None, Some(_)) => {
-                        differences.push(format!("{field}: published, but not in the example"));
-                    }
-                    (None, None) => unreachable!("the name comes from one of the two"),
-                }
-            }
-        }
-        (Value::Array(expected), Value::Array(actual)) => {
-            if let (Some(expected), Some(actual)) = (expected.first(), actual.first()) {
-                shape_differences(expected, actual, &format!("{path}[0]"), differences);
-            }
-        }
-        _ if json_type(expected) != json_type(actual) => differences.push(format!(
-            "{path}: {} in the example, {} published",
-            json_type(expected),
-            json_type(actual)
-        )),
-        _ => {}
-    }
 }
 
 #[test]
@@ -105,8 +57,7 @@ async fn published_events_have_exactly_the_fields_of_the_examples() {
             .find(|message| message.message_type == message_type)
             .unwrap_or_else(|| panic!("no {message_type} was published"));
         let actual = message.payload.as_ref().expect("an envelope");
-        let mut differences = Vec::new();
-        shape_differences(&example(file), actual, "$", &mut differences);
+        let differences = test_support::shape_differences(&example(file), actual);
         assert!(
             differences.is_empty(),
             "{message_type} differs from docs/contracts/catalog-cache.products.v1/{file}: \

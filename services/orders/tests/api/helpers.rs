@@ -270,7 +270,7 @@ impl Product {
     }
 }
 
-pub use test_support::contract_example;
+pub use test_support::{contract_example, shape};
 
 /// Publishes to `catalog-cache.products.v1` the way catalog-cache does: keyed by product id,
 /// with the `message_type` of the event's kind and the event id as `message_id`.
@@ -424,22 +424,5 @@ impl<F: Fn(&Message) -> bool + Send + Sync + 'static> Handler for Forward<F> {
             let _ = self.found.send(message.clone());
         }
         Ok(())
-    }
-}
-
-/// `value` with every leaf replaced by its JSON type, and arrays by their first element's shape:
-/// two messages with the same shape have the same fields with the same types.
-pub fn shape(value: &Value) -> Value {
-    match value {
-        Value::Null => json!("null"),
-        Value::Bool(_) => json!("boolean"),
-        Value::Number(number) if number.is_i64() || number.is_u64() => json!("integer"),
-        Value::Number(_) => json!("number"),
-        Value::String(_) => json!("string"),
-        Value::Array(items) => json!([items.first().map(shape)]),
-        Value::Object(fields) => fields
-            .iter()
-            .map(|(name, value)| (name.clone(), shape(value)))
-            .collect(),
     }
 }
