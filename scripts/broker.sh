@@ -57,6 +57,9 @@ cmd_start() {
   # setsid: the broker gets its own session, so a Ctrl-C meant for the script that started it
   # (test.sh, up.sh) does not kill it behind that script's back; they stop it explicitly.
   # stdin from /dev/null so it never holds the caller's terminal.
+  # nisshi 0.6.0 has no setting for how long a group join waits (Apache Kafka's
+  # group.initial.rebalance.delay.ms): it holds each JoinGroup for half the client's session
+  # timeout, so the clients set a short one instead (KAFKA_SESSION_TIMEOUT in lib.sh).
   setsid nisshi broker \
     --listener-url "tcp://$LOCAL_BROKER_ADDR" \
     --advertised-listener-url "tcp://$LOCAL_BROKER_ADDR" \

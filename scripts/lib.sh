@@ -167,6 +167,12 @@ use_local_broker_if_needed() {
     STARTED_BROKER=1
   fi
   export KAFKA_BOOTSTRAP_SERVERS="$LOCAL_BROKER_ADDR"
+  # The local broker has no join delay to configure: it holds every consumer's JoinGroup until
+  # half of the consumer's session timeout has passed, in whole seconds (docs/local-kafka.md).
+  # 2s makes that 1 s instead of the 3 s of the 6s default, which stays for Apache Kafka (whose
+  # default group.min.session.timeout.ms refuses less). The cost: a member that cannot heartbeat
+  # for 2 s (a stalled process) loses its partitions, which the local stack can afford.
+  export KAFKA_SESSION_TIMEOUT="${KAFKA_SESSION_TIMEOUT:-2s}"
 }
 
 # stop_broker_if_started: the counterpart of use_local_broker_if_needed, for EXIT traps.

@@ -69,10 +69,19 @@ pub fn bootstrap_from_env() -> String {
         .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_owned())
 }
 
+/// `KAFKA_SESSION_TIMEOUT` as the services read it (default 6 s): the consumers' session timeout,
+/// which on the local broker sets how long a group join takes (`scripts/test.sh` and
+/// `scripts/up.sh` set 2 s for it, see `docs/local-kafka.md`).
+pub fn session_timeout_from_env() -> anyhow::Result<Duration> {
+    Ok(platform::config::kafka_session_timeout(
+        &platform::config::Env::from_process(),
+    )?)
+}
+
 pub async fn run(options: &Options) -> anyhow::Result<()> {
     let bootstrap = bootstrap_from_env();
     check_broker(&bootstrap)?;
-    let bench = Bench::new(bootstrap);
+    let bench = Bench::new(bootstrap, session_timeout_from_env()?);
     eprintln!(
         "kafka scenario: broker {}, run {}",
         bench.bootstrap, bench.run_id
@@ -224,7 +233,10 @@ fn notes(bench: &Bench, options: &Options, latency: &Measured<LatencySummary>) -
         .max_in_flight
         .map_or_else(|| "the runtime's default".to_owned(), |n| n.to_string());
     vec![
-        format!("broker {}, run {}", bench.bootstrap, bench.run_id),
+        format!(
+            "broker {}, run {}, session.timeout.ms {} (KAFKA_SESSION_TIMEOUT)",
+            bench.bootstrap, bench.run_id, bench.session_timeout_ms
+        ),
         format!(
             "throughput: {} messages of {PAYLOAD_BYTES} B over {} keys, {PARTITIONS} partitions, \
              {} publishes in flight; both consumers read the same topic (asyncron's)",
@@ -271,15 +283,20 @@ pub fn check_broker(bootstrap: &str) -> anyhow::Result<()> {
 struct Bench {
     bootstrap: String,
     config: KafkaConfig,
+    /// `session.timeout.ms` of both sides' consumers.
+    session_timeout_ms: String,
     run_id: String,
 }
 
 impl Bench {
-    fn new(bootstrap: String) -> Self {
+    fn new(bootstrap: String, session_timeout: Duration) -> Self {
         let run_id = crate::services::run_id();
+        let session_timeout_ms = session_timeout.as_millis().to_string();
         Self {
-            config: KafkaConfig::new(&bootstrap, CLIENT_ID),
+            config: KafkaConfig::new(&bootstrap, CLIENT_ID)
+                .set("session.timeout.ms", &session_timeout_ms),
             bootstrap,
+            session_timeout_ms,
             run_id,
         }
     }
@@ -343,7 +360,7 @@ impl Bench {
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("fetch.wait.max.ms", "20")
-            .set("session.timeout.ms", "6000")
+            .set("session.timeout.ms", &self.session_timeout_ms)
             .set("heartbeat.interval.ms", "500")
             .set("enable.partition.eof", "false")
             .create()

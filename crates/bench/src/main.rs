@@ -180,6 +180,8 @@ fn usage() -> String {
          \x20 -h, --help          this text\n\n\
          environment:\n\
          \x20 KAFKA_BOOTSTRAP_SERVERS   the broker (default {})\n\
+         \x20 KAFKA_SESSION_TIMEOUT     consumers' session timeout, as in the services (default \
+         6s; the local broker's group join takes half of it, scripts/test.sh sets 2s)\n\
          \x20 DATABASE_URL              integration-events, task-queue, scheduler, iterator: \
          the PostgreSQL server their databases are created on (default {})\n\
          \x20 RUST_LOG                  client and runtime logs on stderr (default: errors only)\n",

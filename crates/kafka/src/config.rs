@@ -77,9 +77,22 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
+            // The longest an empty fetch waits at the broker: librdkafka's 500 ms default would
+            // add that much to each message that arrives while a consumer is caught up, and to
+            // the first message after a join.
             .set("fetch.wait.max.ms", "20")
-            // Faster failure detection and group joins than librdkafka's 45 s default.
+            // How long a silent member stays in its group. 6 s, not librdkafka's 45 s: a crashed
+            // member's partitions move after 6 s. Not lower by default, because 6 s is Apache
+            // Kafka's default `group.min.session.timeout.ms`: a default broker refuses a shorter
+            // one (INVALID_SESSION_TIMEOUT) and the consumer never joins. It also sets the
+            // length of a group join on the local broker (nisshi 0.6.0 holds each JoinGroup
+            // until half of it has passed, in whole seconds: 3 s at 6 s, 1 s at 2 s), which is
+            // why the local stack sets 2 s (`KAFKA_SESSION_TIMEOUT`, docs/local-kafka.md).
+            // Apache Kafka's join does not depend on it: its first join waits
+            // `group.initial.rebalance.delay.ms`, a broker setting.
             .set("session.timeout.ms", "6000")
+            // A third of the shortest session timeout in use (2 s) or less, so that one lost
+            // heartbeat never costs the membership.
             .set("heartbeat.interval.ms", "500")
             .set("enable.partition.eof", "false")
             // A topic that a broker lost and got back (a restarted broker without durable

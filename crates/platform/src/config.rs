@@ -29,6 +29,12 @@ pub const COMMON_VARIABLES: &[(&str, &str)] = &[
         "Comma-separated Kafka brokers (default 127.0.0.1:9092)",
     ),
     (
+        "KAFKA_SESSION_TIMEOUT",
+        "How long a silent consumer stays in its group (default 6s, the shortest a default \
+         Apache Kafka accepts); the local broker's group join takes half of it, so the local \
+         scripts set 2s",
+    ),
+    (
         "LOG_FORMAT",
         "Log output: pretty for people, json for log shippers (default pretty)",
     ),
@@ -47,6 +53,11 @@ pub const COMMON_VARIABLES: &[(&str, &str)] = &[
 ];
 
 const DEFAULT_KAFKA_BOOTSTRAP_SERVERS: &str = "127.0.0.1:9092";
+/// Apache Kafka's default `group.min.session.timeout.ms`: a default broker refuses less.
+const DEFAULT_KAFKA_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+/// librdkafka's lower limit is 1 ms; below 1 s a consumer's 500 ms heartbeat interval would not
+/// fit twice into a session, so one late heartbeat would cost its membership.
+const MIN_KAFKA_SESSION_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -277,6 +288,8 @@ pub struct CommonConfig {
     pub http_addr: SocketAddr,
     pub database_url: String,
     pub kafka_bootstrap_servers: String,
+    /// librdkafka's `session.timeout.ms` for every consumer of the service.
+    pub kafka_session_timeout: Duration,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     pub request_timeout: Duration,
@@ -303,11 +316,27 @@ impl CommonConfig {
             ),
             kafka_bootstrap_servers: env
                 .string_or("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP_SERVERS),
+            kafka_session_timeout: kafka_session_timeout(env)?,
             log_format: env.parse_or("LOG_FORMAT", LogFormat::Pretty)?,
             shutdown_timeout: env.duration_or("SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)?,
             request_timeout: env.duration_or("HTTP_REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT)?,
         })
     }
+}
+
+/// `KAFKA_SESSION_TIMEOUT` (default 6 s), at least 1 s: what [`CommonConfig`] reads, for other
+/// programs that make consumers the way the services do (the bench).
+pub fn kafka_session_timeout(env: &Env) -> Result<Duration, ConfigError> {
+    const NAME: &str = "KAFKA_SESSION_TIMEOUT";
+    let timeout = env.duration_or(NAME, DEFAULT_KAFKA_SESSION_TIMEOUT)?;
+    if timeout < MIN_KAFKA_SESSION_TIMEOUT {
+        return Err(ConfigError::invalid(
+            NAME,
+            &format!("{timeout:?}"),
+            "must be at least 1s",
+        ));
+    }
+    Ok(timeout)
 }
 
 impl fmt::Debug for CommonConfig {
@@ -318,6 +347,7 @@ impl fmt::Debug for CommonConfig {
             .field("http_addr", &self.http_addr)
             .field("database_url", &redact_password(&self.database_url))
             .field("kafka_bootstrap_servers", &self.kafka_bootstrap_servers)
+            .field("kafka_session_timeout", &self.kafka_session_timeout)
             .field("log_format", &self.log_format)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -419,9 +449,29 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/orders"
         );
         assert_eq!(config.kafka_bootstrap_servers, "127.0.0.1:9092");
+        assert_eq!(config.kafka_session_timeout, Duration::from_secs(6));
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.request_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_kafka_session_timeout_is_read_and_at_least_a_second() {
+        let read = |value| {
+            CommonConfig::from_env(
+                &env(&[("KAFKA_SESSION_TIMEOUT", value)]),
+                "orders",
+                8081,
+                "orders",
+            )
+        };
+        assert_eq!(
+            read("2s").unwrap().kafka_session_timeout,
+            Duration::from_secs(2)
+        );
+        let error = read("500ms").unwrap_err().to_string();
+        assert!(error.contains("KAFKA_SESSION_TIMEOUT"), "{error}");
+        assert!(error.contains("at least 1s"), "{error}");
     }
 
     #[test]

@@ -112,7 +112,12 @@ impl ServiceHost {
         for pattern in patterns {
             pattern.migrate(&pool).await?;
         }
-        let kafka = KafkaConfig::new(&common.kafka_bootstrap_servers, name);
+        // `KAFKA_SESSION_TIMEOUT`: the default suits Apache Kafka; the local broker's group join
+        // takes half of it, which is why the local scripts set 2 s (docs/local-kafka.md).
+        let kafka = KafkaConfig::new(&common.kafka_bootstrap_servers, name).set(
+            "session.timeout.ms",
+            common.kafka_session_timeout.as_millis().to_string(),
+        );
         let producer = Producer::new(&kafka)?;
         Ok(Self {
             name,

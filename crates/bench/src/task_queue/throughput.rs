@@ -436,7 +436,14 @@ impl Engine {
         };
         let pool = database::create(&setup.run.database_server, database, POOL_CONNECTIONS).await?;
         task_queue::migrate(&pool).await?;
-        let config = KafkaConfig::new(setup.run.bootstrap.clone(), "asyncron-bench");
+        // The services' session timeout (`KAFKA_SESSION_TIMEOUT`): on the local broker it sets
+        // how long the worker's group join takes, part of "worker start → first task".
+        let config = KafkaConfig::new(setup.run.bootstrap.clone(), "asyncron-bench").set(
+            "session.timeout.ms",
+            crate::kafka::session_timeout_from_env()?
+                .as_millis()
+                .to_string(),
+        );
         let producer = Producer::new(&config)?;
         Ok(Self::Asyncron(Asyncron {
             mode,

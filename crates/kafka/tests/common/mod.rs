@@ -8,14 +8,16 @@ use asyncron_kafka::{
     Handler, HandlerError, KafkaConfig, Message, MessageHeaders, Producer, TopicSpec, ensure_topics,
 };
 
-/// Client settings for tests: a short session timeout makes group joins and takeovers fast.
+/// Client settings for tests: a short session timeout makes group joins and takeovers fast. 2 s
+/// as in the local stack (`KAFKA_SESSION_TIMEOUT`): the local broker's join then takes 1 s (see
+/// `docs/local-kafka.md`).
 pub async fn config() -> KafkaConfig {
     platform::telemetry::init_for_tests();
     KafkaConfig::new(
         test_support::kafka_bootstrap_servers().await,
         "asyncron-kafka-tests",
     )
-    .set("session.timeout.ms", "3000")
+    .set("session.timeout.ms", "2000")
     .set("heartbeat.interval.ms", "300")
 }
 

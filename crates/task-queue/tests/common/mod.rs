@@ -186,9 +186,11 @@ pub struct Setup {
 impl Setup {
     pub async fn new() -> Self {
         platform::telemetry::init_for_tests();
-        // A short session timeout makes group joins and takeovers after a kill fast.
+        // A short session timeout makes group joins and takeovers after a kill fast: the local
+        // stack's 2 s (`KAFKA_SESSION_TIMEOUT`), with which the local broker's join takes 1 s
+        // (see `docs/local-kafka.md`).
         let kafka = KafkaConfig::new(kafka_bootstrap_servers().await, "asyncron-task-queue-tests")
-            .set("session.timeout.ms", "3000")
+            .set("session.timeout.ms", "2000")
             .set("heartbeat.interval.ms", "300");
         let db = TestDatabase::create().await;
         task_queue::migrate(&db.pool)
