@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use kafka::HandlerError;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::registered::{ErasedCallOut, Registered, Run};
@@ -46,7 +46,20 @@ pub(super) async fn run_alone(
         scheduled_for,
         conn: &mut tx,
     };
-    match task.call(payload, &mut ctx).await {
+    let handled = task.call(payload, &mut ctx).await;
+    finish(tx, task, task_id, handled).await
+}
+
+/// Ends a task's own transaction by the handler's result: on success the execution is marked
+/// completed and everything commits; on failure everything the handler wrote rolls back, the
+/// execution record included, so that the next attempt runs.
+async fn finish(
+    mut tx: Transaction<'static, Postgres>,
+    task: &Registered,
+    task_id: Uuid,
+    handled: Result<(), TaskError>,
+) -> Result<Run, HandlerError> {
+    match handled {
         Ok(()) => {
             complete(&mut tx, &[task_id]).await?;
             tx.commit()
@@ -56,9 +69,8 @@ pub(super) async fn run_alone(
             Ok(Run::Succeeded)
         }
         Err(error) => {
-            // Undo what the handler wrote, the execution record included, so that the next
-            // attempt runs. A rollback that fails is no worse: the transaction ends with its
-            // connection either way.
+            // A rollback that fails is no worse: the transaction ends with its connection
+            // either way.
             if let Err(rollback) = tx.rollback().await {
                 tracing::warn!(error = %rollback, "failed to roll back a failed task");
             }
@@ -136,23 +148,8 @@ pub(super) async fn run_call_out(
     };
     let recorded = Registered::record_outcome(handler, outcome, &mut ctx).await;
     task.record_duration(started);
-    match recorded {
-        Ok(()) => {
-            complete(&mut tx, &[task_id]).await?;
-            tx.commit()
-                .await
-                .context("Failed to commit the task transaction")?;
-            task.report(&Run::Succeeded);
-            Ok(Run::Succeeded)
-        }
-        Err(error) => {
-            // As in `run_alone`: nothing of this run stays, so the next attempt calls again.
-            if let Err(rollback) = tx.rollback().await {
-                tracing::warn!(error = %rollback, "failed to roll back a failed task");
-            }
-            Ok(Run::Failed(error))
-        }
-    }
+    // On failure nothing of this run stays, so the next attempt calls again.
+    finish(tx, task, task_id, recorded).await
 }
 
 pub(super) fn taken_by(task_id: Uuid, other: &str) -> TaskError {
