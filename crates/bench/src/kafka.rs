@@ -5,7 +5,6 @@
 //! shared, and only [`Publisher::send`] and [`Bench::start_consumer`] differ per side. Every run
 //! uses fresh topics and fresh consumer groups. The crate README says what each row measures.
 
-use std::net::{TcpStream, ToSocketAddrs as _};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::Options;
+use crate::broker;
 use crate::progress::Progress;
 use crate::report::{
     self,
@@ -33,7 +33,6 @@ use crate::report::{
 };
 use crate::stats::{self, LatencyHistogram, LatencySummary};
 
-pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 /// Messages for the throughput rows unless `--messages` says otherwise.
 pub const DEFAULT_MESSAGES: usize = 100_000;
 const CLIENT_ID: &str = "asyncron-bench";
@@ -61,14 +60,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const RAW_POLL_TIMEOUT: Duration = Duration::from_millis(20);
 const MESSAGE_TYPE: &str = "BenchMessage";
 
-/// `KAFKA_BOOTSTRAP_SERVERS`, or [`DEFAULT_BOOTSTRAP`].
-pub fn bootstrap_from_env() -> String {
-    std::env::var("KAFKA_BOOTSTRAP_SERVERS")
-        .ok()
-        .filter(|servers| !servers.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_owned())
-}
-
 /// `KAFKA_SESSION_TIMEOUT` as the services read it (default 6 s): the consumers' session timeout,
 /// which on the local broker sets how long a group join takes (`scripts/test.sh` and
 /// `scripts/up.sh` set 2 s for it, see `docs/local-kafka.md`).
@@ -79,8 +70,8 @@ pub fn session_timeout_from_env() -> anyhow::Result<Duration> {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<()> {
-    let bootstrap = bootstrap_from_env();
-    check_broker(&bootstrap)?;
+    let bootstrap = broker::bootstrap_from_env();
+    broker::check_broker(&bootstrap)?;
     let bench = Bench::new(bootstrap, session_timeout_from_env()?);
     eprintln!(
         "kafka scenario: broker {}, run {}",
@@ -253,30 +244,6 @@ fn notes(bench: &Bench, options: &Options, latency: &Measured<LatencySummary>) -
         format!("asyncron consumer: max_in_flight_per_partition = {in_flight}, no-op handler"),
         "ratio = asyncron / rdkafka; `better` says which direction is an improvement".to_owned(),
     ]
-}
-
-/// Fails fast, with what to do, when nothing listens at any of the bootstrap servers (rather
-/// than letting librdkafka retry for the length of its timeouts).
-pub fn check_broker(bootstrap: &str) -> anyhow::Result<()> {
-    let answers = |server: &str| {
-        // `host:port`, possibly as `PLAINTEXT://host:port`.
-        let address = server.rsplit("://").next().unwrap_or(server);
-        address.to_socket_addrs().is_ok_and(|mut addresses| {
-            addresses.any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok())
-        })
-    };
-    let reachable = bootstrap
-        .split(',')
-        .map(str::trim)
-        .filter(|server| !server.is_empty())
-        .any(answers);
-    anyhow::ensure!(
-        reachable,
-        "no Kafka broker answers at {bootstrap}. Start the local one with \
-         `scripts/broker.sh start`, or set KAFKA_BOOTSTRAP_SERVERS to a running broker \
-         (default {DEFAULT_BOOTSTRAP})."
-    );
-    Ok(())
 }
 
 /// One run: its broker, and the unique suffix of its topics and groups.
@@ -851,15 +818,5 @@ mod tests {
         assert_eq!(sink.count.load(Ordering::Relaxed), 2);
         assert!(sink.first.get().is_some() && sink.last.get().is_some());
         assert_eq!(lock(&sink.latencies).summary().samples, 2);
-    }
-
-    #[test]
-    fn an_unreachable_broker_is_a_clear_error() {
-        // Port 9 (discard) on loopback: nothing listens there on a development machine.
-        let error = check_broker("127.0.0.1:9").unwrap_err().to_string();
-        assert!(
-            error.contains("no Kafka broker answers at 127.0.0.1:9"),
-            "{error}"
-        );
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod broker;
 mod database;
 mod integration_events;
 mod iterator;
@@ -192,7 +193,7 @@ fn usage() -> String {
         report::count(iterator::DEFAULT_ROWS as f64),
         report::count(iterator::DEFAULT_CHUNK_SIZE as f64),
         report::count(iterator::MAX_CHUNK_SIZE as f64),
-        kafka::DEFAULT_BOOTSTRAP,
+        broker::DEFAULT_BOOTSTRAP,
         database::DEFAULT_DATABASE_URL,
     );
     text

@@ -122,7 +122,7 @@ impl Run {
         let run_id = run_id();
         Ok(Self {
             scenario,
-            bootstrap: crate::kafka::bootstrap_from_env(),
+            bootstrap: crate::broker::bootstrap_from_env(),
             database_server: crate::database::server_from_env(),
             binaries: binaries(needed)?,
             log_dir: target_dir()?
@@ -158,7 +158,7 @@ impl Run {
         databases: &[&str],
         measure: impl AsyncFnOnce(&mut Services) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        crate::kafka::check_broker(&self.bootstrap)?;
+        crate::broker::check_broker(&self.bootstrap)?;
         crate::database::check_postgres(&self.database_server).await?;
         check_ports_free(ports)?;
         eprintln!("{} scenario: {}", self.scenario, self.describe());
