@@ -25,21 +25,10 @@ pub(super) async fn run_alone(
     scheduled_for: Option<DateTime<Utc>>,
     payload: &[u8],
 ) -> Result<Run, HandlerError> {
-    let mut tx = pool
-        .begin()
-        .await
-        .context("Failed to begin the task transaction")?;
-    let claims = claim(&mut tx, task.name, &[(task_id, attempt)]).await?;
-    match claims.into_iter().next().expect("one claim per task") {
-        Claim::Claimed => {}
-        Claim::AlreadyDone => {
-            // Nothing was written: the transaction ends with `tx`.
-            task.report(&Run::AlreadyDone);
-            return Ok(Run::AlreadyDone);
-        }
-        Claim::TakenBy(other) => return Ok(Run::Failed(taken_by(task_id, &other))),
-    }
-
+    let mut tx = match begin_claimed(pool, task, task_id, attempt).await? {
+        Ok(tx) => tx,
+        Err(run) => return Ok(run),
+    };
     let mut ctx = TaskContext {
         task_id,
         attempt,
@@ -48,6 +37,30 @@ pub(super) async fn run_alone(
     };
     let handled = task.call(payload, &mut ctx).await;
     finish(tx, task, task_id, handled).await
+}
+
+/// Begins a task's own transaction and claims its execution in it. `Err` holds what the run
+/// ends with instead: the task was done before (reported; nothing was written, and the
+/// transaction ends with it), or its id belongs to a task of another type.
+async fn begin_claimed(
+    pool: &PgPool,
+    task: &Registered,
+    task_id: Uuid,
+    attempt: u32,
+) -> Result<Result<Transaction<'static, Postgres>, Run>, HandlerError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .context("Failed to begin the task transaction")?;
+    let claims = claim(&mut tx, task.name, &[(task_id, attempt)]).await?;
+    match claims.into_iter().next().expect("one claim per task") {
+        Claim::Claimed => Ok(Ok(tx)),
+        Claim::AlreadyDone => {
+            task.report(&Run::AlreadyDone);
+            Ok(Err(Run::AlreadyDone))
+        }
+        Claim::TakenBy(other) => Ok(Err(Run::Failed(taken_by(task_id, &other)))),
+    }
 }
 
 /// Ends a task's own transaction by the handler's result: on success the execution is marked
@@ -124,22 +137,16 @@ pub(super) async fn run_call_out(
         }
     };
 
-    let mut tx = pool
-        .begin()
-        .await
-        .context("Failed to begin the task transaction")?;
-    let claims = claim(&mut tx, task.name, &[(task_id, attempt)]).await?;
-    match claims.into_iter().next().expect("one claim per task") {
-        Claim::Claimed => {}
-        Claim::AlreadyDone => {
-            // A copy of the task that ran at the same time recorded it first; this run's call
-            // went out too, with the same task id for the provider to recognise.
+    let mut tx = match begin_claimed(pool, task, task_id, attempt).await? {
+        Ok(tx) => tx,
+        Err(run) => {
+            // The call went out either way: its time counts. Done before means a copy of the
+            // task that ran at the same time recorded it first, and the provider recognises
+            // this run's call by the same task id.
             task.record_duration(started);
-            task.report(&Run::AlreadyDone);
-            return Ok(Run::AlreadyDone);
+            return Ok(run);
         }
-        Claim::TakenBy(other) => return Ok(Run::Failed(taken_by(task_id, &other))),
-    }
+    };
     let mut ctx = TaskContext {
         task_id,
         attempt,
